@@ -6,7 +6,7 @@
 Files written (kubeadm names where kubeadm has them):
 
     ca.crt/.key                   cluster CA; signs the API server's serving certificate
-    apiserver.crt/.key            API server serving cert, SANs kubernetes, kubernetes.default..., 127.0.0.1
+    apiserver.crt/.key            API server serving cert, SANs kubernetes(.default...), 127.0.0.1
     front-proxy-ca.crt/.key       --requestheader-client-ca-file
     front-proxy-client.crt/.key   CN front-proxy-client, clientAuth: what the proxy shows upstream
     proxy-ca.crt/.key             signs the proxy's own serving certificate (not a kubeadm file)
