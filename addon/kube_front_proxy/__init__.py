@@ -1,0 +1,1 @@
+"""kube-front-proxy: an authenticating front proxy for kube-apiserver, as a mitmproxy addon."""

@@ -1,0 +1,149 @@
+"""The mitmproxy addon: thin hooks around the plain functions of the other modules.
+
+Request path: requestheaders -> authenticate -> identity header lines -> upstream over mTLS.
+Every hook that guards a request turns its own failure into an error response, because
+mitmproxy forwards a request whose hook raised (fail open); this proxy must fail closed.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from mitmproxy import connection, ctx, exceptions, http, tls
+from mitmproxy.addonmanager import Loader
+from mitmproxy.proxy.mode_specs import ProxyMode
+
+from . import error_pages
+from .errors import ConfigError
+from .runtime import Runtime, build_runtime
+from .status import status_response, unauthorized
+
+logger = logging.getLogger("kube_front_proxy")
+
+# mitmproxy options this addon owns. Verification of the API server is not among them: the
+# addon builds the upstream TLS connection itself, so ssl_insecure cannot turn it off.
+_OWNED_OPTIONS = {
+    # Connect upstream when a request arrives, so a failure becomes a 502 for that request
+    # instead of a silently closed client connection.
+    "connection_strategy": "lazy",
+    "keep_host_header": False,
+}
+
+
+class K8sAuth:
+    """Authenticating front proxy for kube-apiserver (requestheader authentication)."""
+
+    def __init__(self) -> None:
+        self.runtime: Runtime | None = None
+        self._mode: ProxyMode | None = None
+
+    def load(self, loader: Loader) -> None:
+        loader.add_option(
+            name="k8s_auth_config",
+            typespec=str,
+            default="",
+            help="Path to kube-front-proxy's config.yaml. Required.",
+        )
+        error_pages.install()
+
+    def configure(self, updated: set[str]) -> None:
+        if "k8s_auth_config" in updated:
+            path = ctx.options.k8s_auth_config
+            if not path:
+                raise exceptions.OptionsError(
+                    "kube-front-proxy: set the config file with --set k8s_auth_config=PATH"
+                )
+            try:
+                runtime = build_runtime(Path(path))
+            except ConfigError as e:
+                raise exceptions.OptionsError(f"kube-front-proxy: {e}") from None
+            self.runtime = runtime
+            self._mode = ProxyMode.parse(runtime.mode)
+            ctx.options.update(mode=[runtime.mode], **_OWNED_OPTIONS)
+            logger.info(
+                "kube-front-proxy: %s users, forwarding to %s",
+                len(runtime.login.identities),
+                runtime.settings.upstream.url,
+            )
+        elif self.runtime and updated & ({"mode"} | set(_OWNED_OPTIONS)):
+            self._refuse_changes_to_owned_options(self.runtime)
+
+    def _refuse_changes_to_owned_options(self, runtime: Runtime) -> None:
+        changed = ctx.options.mode != [runtime.mode] or any(
+            getattr(ctx.options, k) != v for k, v in _OWNED_OPTIONS.items()
+        )
+        if changed:
+            raise exceptions.OptionsError(
+                "kube-front-proxy: mode, connection_strategy and keep_host_header "
+                "come from k8s_auth_config and cannot be changed"
+            )
+
+    async def running(self) -> None:
+        # mitmproxy starts its listeners before scripts load, so the default forward proxy may
+        # have been opened; client_connected refuses it, and this replaces it with ours. A
+        # failure (port in use) is logged as an error, which makes mitmproxy exit at start-up.
+        proxyserver = ctx.master.addons.get("proxyserver")
+        if self.runtime and not await proxyserver.setup_servers():
+            logger.error(
+                "kube-front-proxy: cannot listen on %s:%s (see the error above)",
+                self.runtime.settings.listen_host,
+                self.runtime.settings.listen_port,
+            )
+
+    def client_connected(self, client: connection.Client) -> None:
+        if client.proxy_mode != self._mode:
+            client.error = "refused: not the kube-front-proxy listener"
+            logger.warning(
+                "kube-front-proxy: refused a connection to %s on listener %s",
+                client.sockname,
+                client.proxy_mode.full_spec,
+            )
+
+    def tls_start_client(self, data: tls.TlsData) -> None:
+        if self.runtime and not data.is_dtls:
+            data.ssl_conn = self.runtime.serving.connection(ctx.options.http2)
+
+    def tls_start_server(self, data: tls.TlsData) -> None:
+        if not self.runtime or data.is_dtls:
+            return
+        server = data.conn
+        assert isinstance(server, connection.Server)
+        client_offers = data.context.client.alpn_offers or ()
+        if not server.alpn_offers:
+            server.alpn_offers = tuple(p for p in client_offers if ctx.options.http2 or p != b"h2")
+        data.ssl_conn = self.runtime.upstream.connection(server.alpn_offers)
+
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        try:
+            await self._authenticate(flow)
+        except Exception:
+            # Never forward a request we could not vouch for.
+            logger.exception("kube-front-proxy: internal error; request refused")
+            flow.response = status_response(500, "internal error in the authenticating proxy")
+
+    async def _authenticate(self, flow: http.HTTPFlow) -> None:
+        runtime = self.runtime
+        if runtime is None or flow.client_conn.proxy_mode != self._mode:
+            flow.response = status_response(503, "the proxy is not configured")
+            return
+        outcome = await runtime.login.authenticate(flow.request.headers.get_all("authorization"))
+        if outcome.identity is None:
+            logger.info(
+                "kube-front-proxy: login refused from %s: %s (user %r)",
+                flow.client_conn.peername[0],
+                outcome.reason,
+                outcome.claimed_user,
+            )
+            flow.response = unauthorized(runtime.settings.realm)
+            return
+        runtime.writer.apply(flow.request.headers, outcome.lines)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        if flow.error:
+            logger.warning(
+                "kube-front-proxy: %s %s failed: %s",
+                flow.request.method,
+                flow.request.path.split("?", 1)[0],
+                flow.error.msg,
+            )

@@ -1,0 +1,55 @@
+"""Logging a request in: Basic credentials checked against htpasswd, identity from users.yaml."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from .basic_auth import MalformedCredentials, parse_basic
+from .htpasswd import Htpasswd
+from .identity import Identity, IdentityHeaderWriter
+
+HeaderLines = tuple[tuple[bytes, bytes], ...]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of one login: the identity and its header lines, or why it failed."""
+
+    identity: Identity | None
+    lines: HeaderLines = ()
+    reason: str = ""
+    claimed_user: str | None = None
+
+
+class BasicLogin:
+    """HTTP Basic login; identity header lines are computed for every user at load time."""
+
+    def __init__(
+        self,
+        htpasswd: Htpasswd,
+        users: Mapping[str, Identity],
+        writer: IdentityHeaderWriter,
+    ) -> None:
+        self.htpasswd = htpasswd
+        # A user that logs in but is not in users.yaml gets its name and no groups.
+        self.identities = {u: users.get(u) or Identity(user=u) for u in htpasswd.users()}
+        self._lines = {u: writer.lines_for(i) for u, i in self.identities.items()}
+
+    async def authenticate(self, authorization: Sequence[str]) -> Outcome:
+        try:
+            credentials = parse_basic(authorization)
+        except MalformedCredentials as e:
+            return Outcome(None, reason=str(e))
+        if credentials is None:
+            return Outcome(None, reason="no credentials")
+        user = credentials.username
+        # bcrypt takes a good fraction of a second: keep it off the event loop.
+        ok = await asyncio.to_thread(self.htpasswd.verify, user, credentials.password)
+        if not ok:
+            known = self.htpasswd.hash_of(user) is not None
+            return Outcome(
+                None, reason="wrong password" if known else "unknown user", claimed_user=user
+            )
+        return Outcome(self.identities[user], self._lines[user], claimed_user=user)

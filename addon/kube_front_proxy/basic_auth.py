@@ -1,0 +1,37 @@
+"""Reading HTTP Basic credentials (RFC 7617) from Authorization headers."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+class MalformedCredentials(ValueError):
+    """The Authorization header is present but unusable; the message never holds the secret."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str = field(repr=False)
+
+
+def parse_basic(authorization: Sequence[str]) -> Credentials | None:
+    """The Basic credentials in the Authorization header values; None if there are none."""
+    if not authorization:
+        return None
+    if len(authorization) > 1:
+        raise MalformedCredentials("more than one Authorization header")
+    scheme, _, token = authorization[0].strip().partition(" ")
+    if scheme.lower() != "basic":
+        raise MalformedCredentials(f"unsupported authorization scheme {scheme[:20]!r}")
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        raise MalformedCredentials("Basic credentials are not valid base64 of UTF-8") from None
+    username, colon, password = decoded.partition(":")
+    if not colon:
+        raise MalformedCredentials("Basic credentials have no ':' separator")
+    return Credentials(username, password)

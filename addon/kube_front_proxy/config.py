@@ -1,0 +1,178 @@
+"""The proxy's configuration file (config.yaml), parsed once into immutable settings.
+
+Only the structure is checked here; the files it names (certificates, htpasswd, users.yaml)
+are read and checked by the modules that use them, with errors that name this file's key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+from .identity import HeaderNames, is_token
+from .yamlfile import Section, read_mapping
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A file named in config.yaml, with the key that named it (for error messages)."""
+
+    path: Path
+    config_file: Path
+    key: str
+
+    def error(self, message: str) -> ConfigError:
+        return ConfigError(self.config_file, self.key, f"{self.path}: {message}")
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """The API server: where to connect, how to verify it, what to present to it."""
+
+    url: str
+    host: str
+    port: int
+    ca: FileRef
+    server_name: str
+    client_cert: FileRef
+    client_key: FileRef
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything config.yaml says."""
+
+    file: Path
+    listen_host: str
+    listen_port: int
+    serving_cert: FileRef
+    serving_key: FileRef
+    upstream: Upstream
+    header_names: HeaderNames
+    htpasswd: FileRef
+    users: FileRef | None
+    realm: str
+
+
+def load_settings(path: Path) -> Settings:
+    """Read config.yaml; raises ConfigError naming the file and key of the first problem."""
+    path = path.expanduser().resolve()
+    root = read_mapping(path)
+
+    listen = root.section("listen")
+    listen_host = listen.string("host", "127.0.0.1")
+    _check_host(listen, "host", listen_host)
+    listen_port = listen.integer("port", 8443)
+    if not 0 < listen_port < 65536:
+        raise listen.error("port", f"must be between 1 and 65535, not {listen_port}")
+    listen.finish()
+
+    serving = root.section("serving", required=True)
+    serving_cert = _file(serving, "cert")
+    serving_key = _file(serving, "key")
+    serving.finish()
+
+    upstream = _upstream(root.section("upstream", required=True))
+    header_names = _header_names(root.section("identity"))
+
+    authn = root.section("authn", required=True)
+    htpasswd = _file(authn, "htpasswd")
+    users_path = authn.optional_path("users")
+    users = FileRef(users_path, path, "authn.users") if users_path else None
+    realm = authn.string("realm", "kubernetes")
+    if not realm or any(c in realm for c in '"\\') or not realm.isprintable():
+        raise authn.error("realm", "must be printable text without quotes or backslashes")
+    authn.finish()
+
+    root.finish()
+    return Settings(
+        file=path,
+        listen_host=listen_host,
+        listen_port=listen_port,
+        serving_cert=serving_cert,
+        serving_key=serving_key,
+        upstream=upstream,
+        header_names=header_names,
+        htpasswd=htpasswd,
+        users=users,
+        realm=realm,
+    )
+
+
+def _file(section: Section, key: str) -> FileRef:
+    return FileRef(section.path(key), section.file, f"{section.key}.{key}")
+
+
+def _check_host(section: Section, key: str, host: str) -> None:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not host or any(not (c.isalnum() or c in "-.") for c in host):
+            raise section.error(key, f"not an IP address or host name: {host!r}") from None
+
+
+def _upstream(section: Section) -> Upstream:
+    servers = section.string_list("servers")
+    if not servers:
+        raise section.error(
+            "servers", "missing: list the API server URL, e.g. https://10.0.0.1:6443"
+        )
+    if len(servers) > 1:
+        # Balancing, health checks and retries across servers are not built yet; refusing is
+        # better than silently using only the first one.
+        raise section.error("servers", "only one server is supported for now")
+    url = servers[0]
+    parts = urlsplit(url)
+    try:
+        port = parts.port or 443
+    except ValueError:
+        raise section.error("servers[0]", f"invalid port in {url!r}") from None
+    if parts.scheme != "https" or not parts.hostname:
+        raise section.error("servers[0]", f"must be an https:// URL, not {url!r}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise section.error("servers[0]", f"must be https://HOST[:PORT] only, not {url!r}")
+    host = parts.hostname
+    server_name = section.string("server_name", host)
+    if not server_name:
+        raise section.error("server_name", "must not be empty")
+    _check_host(section, "server_name", server_name)
+    upstream = Upstream(
+        url=url,
+        host=host,
+        port=port,
+        ca=_file(section, "ca"),
+        server_name=server_name,
+        client_cert=_file(section, "client_cert"),
+        client_key=_file(section, "client_key"),
+    )
+    section.finish()
+    return upstream
+
+
+def _header_names(section: Section) -> HeaderNames:
+    default = HeaderNames()
+    lists = {
+        "username_headers": default.username,
+        "group_headers": default.group,
+        "extra_headers_prefixes": default.extra_prefixes,
+        "uid_headers": default.uid,
+    }
+    values: dict[str, tuple[str, ...]] = {}
+    for key, fallback in lists.items():
+        names = section.string_list(key, fallback)
+        for i, name in enumerate(names):
+            if not is_token(name):
+                raise section.error(f"{key}[{i}]", f"not a valid HTTP header name: {name!r}")
+        values[key] = names
+    if not values["username_headers"]:
+        raise section.error("username_headers", "must name at least one header")
+    section.finish()
+    return HeaderNames(
+        username=values["username_headers"],
+        group=values["group_headers"],
+        extra_prefixes=values["extra_headers_prefixes"],
+        uid=values["uid_headers"],
+    )

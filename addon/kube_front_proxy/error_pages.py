@@ -1,0 +1,45 @@
+"""Status bodies instead of mitmproxy's HTML error pages.
+
+When mitmproxy itself fails a request (upstream unreachable, TLS handshake refused, malformed
+request), its HTTP layers write an HTML page that quotes the internal error, upstream address
+and certificate details included. No hook can replace that response, so the formatter the
+HTTP/1 and HTTP/2 layers call is swapped for one that writes a Kubernetes Status with a fixed
+message per status code. The details still go to the proxy's log.
+"""
+
+from __future__ import annotations
+
+from mitmproxy.net.http import http1
+from mitmproxy.proxy.layers.http import _http1, _http2
+
+from . import status
+
+MESSAGES = {
+    400: "the request could not be parsed",
+    413: "the request is too large",
+    502: "the Kubernetes API server could not be reached",
+    504: "the Kubernetes API server did not answer in time",
+}
+
+
+def _message(code: int) -> str:
+    return MESSAGES.get(code, "the proxy could not complete the request")
+
+
+def _status_page(status_code: int, message: str) -> bytes:
+    del message  # holds internals: logged by mitmproxy, never sent
+    return status.status_body(status_code, _message(status_code))
+
+
+def _http1_error_response(status_code: int, message: str = "") -> bytes:
+    del message
+    response = status.status_response(status_code, _message(status_code))
+    response.headers["Connection"] = "close"
+    return http1.assemble_response(response)
+
+
+def install() -> None:
+    """Idempotent; affects only responses mitmproxy generates itself."""
+    _http1.make_error_response = _http1_error_response
+    # HTTP/2 keeps mitmproxy's headers (text/html) but gets the Status body.
+    _http2.format_error = _status_page  # type: ignore[attr-defined]

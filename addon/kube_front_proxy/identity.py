@@ -1,0 +1,95 @@
+"""Who the user is, and how that is told to the API server in front-proxy headers.
+
+The sending side of k8s.io/apiserver's requestheader authenticator
+(pkg/authentication/request/headerrequest/requestheader.go), modelled on client-go's
+transport/round_trippers.go SetAuthProxyHeaders: delete every identity header the client sent,
+then set the user, one header per group, one header per extra value, and the uid.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from mitmproxy.http import Headers
+
+# RFC 7230 token characters: the only bytes that may appear unescaped in a header name.
+_TOKEN_CHARS = frozenset((string.ascii_letters + string.digits + "!#$&'*+-.^_`|~").encode())
+
+
+@dataclass(frozen=True)
+class Identity:
+    """An authenticated user, as the API server's user.Info sees it."""
+
+    user: str
+    groups: tuple[str, ...] = ()
+    uid: str = ""
+    extra: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HeaderNames:
+    """The API server's --requestheader-* flags, which the proxy must mirror."""
+
+    username: tuple[str, ...] = ("X-Remote-User",)
+    group: tuple[str, ...] = ("X-Remote-Group",)
+    extra_prefixes: tuple[str, ...] = ("X-Remote-Extra-",)
+    uid: tuple[str, ...] = ("X-Remote-Uid",)
+
+
+def is_token(name: str) -> bool:
+    """Whether name is a valid HTTP header name (an RFC 7230 token)."""
+    raw = name.encode("utf-8", "surrogateescape")
+    return bool(raw) and all(b in _TOKEN_CHARS for b in raw)
+
+
+def escape_extra_key(key: str) -> str:
+    """Percent-encode an extra key so that the API server's decoding gives key back.
+
+    The server lowercases the header suffix, then url.PathUnescape()s it. client-go's
+    headerKeyEscape encodes every byte that is not a token character, and always '%'. We also
+    encode upper-case letters: after the server's lowercasing only an escape keeps them.
+    """
+    out = []
+    for b in key.encode("utf-8"):
+        if b in _TOKEN_CHARS and b != ord("%") and not (ord("A") <= b <= ord("Z")):
+            out.append(chr(b))
+        else:
+            out.append(f"%{b:02X}")
+    return "".join(out)
+
+
+class IdentityHeaderWriter:
+    """Strips client-sent identity headers and writes the proxy's; names are fixed at load."""
+
+    def __init__(self, names: HeaderNames) -> None:
+        self.names = names
+        # Lower-cased bytes once here, so the per-request check is a set lookup and a prefix test.
+        exact = names.username + names.group + names.uid + ("Authorization",)
+        self._strip_exact = frozenset(n.lower().encode() for n in exact)
+        self._strip_prefixes = tuple(p.lower().encode() for p in names.extra_prefixes)
+
+    def is_identity_header(self, name: bytes) -> bool:
+        """Whether the API server would read a header of this name as identity (or a secret)."""
+        lowered = name.lower()
+        return lowered in self._strip_exact or lowered.startswith(self._strip_prefixes)
+
+    def lines_for(self, identity: Identity) -> tuple[tuple[bytes, bytes], ...]:
+        """The header lines that tell the API server who this is, in order."""
+        names = self.names
+        lines = [(names.username[0], identity.user)]
+        if identity.uid and names.uid:
+            lines.append((names.uid[0], identity.uid))
+        lines.extend((names.group[0], g) for g in identity.groups)
+        if names.extra_prefixes:
+            for key, values in identity.extra.items():
+                name = names.extra_prefixes[0] + escape_extra_key(key)
+                lines.extend((name, v) for v in values)
+        return tuple((n.encode(), v.encode()) for n, v in lines)
+
+    def apply(self, headers: Headers, lines: tuple[tuple[bytes, bytes], ...]) -> None:
+        """Replace every identity header and Authorization in headers with lines."""
+        headers.fields = (
+            tuple(f for f in headers.fields if not self.is_identity_header(f[0])) + lines
+        )

@@ -1,0 +1,42 @@
+"""Everything the request path needs, built once from config.yaml and never changed after."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .authentication import BasicLogin
+from .config import Settings, load_settings
+from .htpasswd import Htpasswd
+from .identity import IdentityHeaderWriter
+from .tls import ServingTLS, UpstreamTLS, read_certificates, read_key_pair
+from .users import load_users
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    login: BasicLogin
+    writer: IdentityHeaderWriter
+    serving: ServingTLS
+    upstream: UpstreamTLS
+
+    @property
+    def mode(self) -> str:
+        """The one mitmproxy listener this proxy runs: reverse mode towards the API server."""
+        s = self.settings
+        return f"reverse:{s.upstream.url}@{s.listen_host}:{s.listen_port}"
+
+
+def build_runtime(config_file: Path) -> Runtime:
+    """Load config.yaml and every file it names; raises ConfigError on the first problem."""
+    settings = load_settings(config_file)
+    writer = IdentityHeaderWriter(settings.header_names)
+    users = load_users(settings.users, settings.header_names)
+    login = BasicLogin(Htpasswd(settings.htpasswd), users, writer)
+    serving = ServingTLS(read_key_pair(settings.serving_cert, settings.serving_key))
+    up = settings.upstream
+    upstream = UpstreamTLS(
+        up, read_certificates(up.ca), read_key_pair(up.client_cert, up.client_key)
+    )
+    return Runtime(settings, login, writer, serving, upstream)

@@ -1,0 +1,52 @@
+"""Error responses as the Kubernetes API server writes them: a v1 Status object.
+
+Byte for byte like k8s.io/apiserver's responsewriters (json.Encoder adds the final newline), so
+kubectl prints a clean error instead of an HTML page.
+"""
+
+from __future__ import annotations
+
+import json
+
+from mitmproxy import http
+
+REASONS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    413: "RequestEntityTooLarge",
+    429: "TooManyRequests",
+    500: "InternalError",
+    502: "BadGateway",
+    503: "ServiceUnavailable",
+    504: "Timeout",
+}
+
+
+def status_body(code: int, message: str, reason: str | None = None) -> bytes:
+    status = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason or REASONS.get(code, "InternalError"),
+        "code": code,
+    }
+    return json.dumps(status, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+def status_headers() -> dict[str, str]:
+    return {"Content-Type": "application/json", "Cache-Control": "no-cache, private"}
+
+
+def status_response(code: int, message: str, reason: str | None = None) -> http.Response:
+    return http.Response.make(code, status_body(code, message, reason), status_headers())
+
+
+def unauthorized(realm: str) -> http.Response:
+    """401 with the API server's own body, plus the Basic challenge kubectl expects."""
+    response = status_response(401, "Unauthorized")
+    response.headers["WWW-Authenticate"] = f'Basic realm="{realm}"'
+    return response
