@@ -32,14 +32,13 @@ class Htpasswd:
             # passlib's message names the line, never a hash.
             raise ref.error(f"not an htpasswd file: {e}") from None
         self._hashes: dict[str, str] = {}
-        self._schemes: dict[str, str] = {}
         for user in file.users():
             check_user_name(ref.path, user)
             hashed = file.get_hash(user)
             if isinstance(hashed, bytes):
                 hashed = hashed.decode("ascii")
             try:
-                self._schemes[user] = SCHEMES.identify(hashed)
+                SCHEMES.identify(hashed, required=True)
             except UnknownHashError:
                 raise ref.error(
                     f"user {user!r}: unsupported hash; use bcrypt (htpasswd -B), apr1 (-m), "

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from mitmproxy.http import Headers
 
 # RFC 7230 token characters: the only bytes that may appear unescaped in a header name.
-_TOKEN_CHARS = frozenset((string.ascii_letters + string.digits + "!#$&'*+-.^_`|~").encode())
+_TOKEN_CHARS = frozenset((string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~").encode())
 
 
 @dataclass(frozen=True)
