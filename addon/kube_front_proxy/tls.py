@@ -78,10 +78,10 @@ def _read(ref: FileRef) -> bytes:
 
 
 def _use_key_pair(context: SSL.Context, pair: KeyPair) -> None:
-    context.use_certificate(crypto.X509.from_cryptography(pair.chain[0]))
+    context.use_certificate(pair.chain[0])
     for extra in pair.chain[1:]:
         context.add_extra_chain_cert(crypto.X509.from_cryptography(extra))
-    context.use_privatekey(crypto.PKey.from_cryptography_key(pair.key))
+    context.use_privatekey(pair.key)
     context.check_privatekey()
 
 

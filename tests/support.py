@@ -1,0 +1,133 @@
+"""Helpers for tests: config files, free ports, and real processes (proxy, emulator)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+KUBECTL = "/usr/bin/kubectl"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge overrides into a copy of base; a None value deletes the key."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def proxy_config(
+    pki: Path, upstream_port: int, listen_port: int, **overrides: Any
+) -> dict[str, Any]:
+    base = {
+        "listen": {"host": "127.0.0.1", "port": listen_port},
+        "serving": {"cert": str(pki / "proxy-server.crt"), "key": str(pki / "proxy-server.key")},
+        "upstream": {
+            "servers": [f"https://127.0.0.1:{upstream_port}"],
+            "ca": str(pki / "ca.crt"),
+            "server_name": "kubernetes",
+            "client_cert": str(pki / "front-proxy-client.crt"),
+            "client_key": str(pki / "front-proxy-client.key"),
+        },
+        "authn": {"htpasswd": "htpasswd", "users": "users.yaml"},
+    }
+    return merge(base, overrides)
+
+
+def write_yaml(path: Path, data: Any) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+class Process:
+    """A child process whose combined output goes to a log file."""
+
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.log = log
+        self._out = log.open("wb")
+        self.proc = subprocess.Popen(
+            args,
+            cwd=REPO,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, pattern: str, timeout: float = 20.0) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = re.search(pattern, self.output())
+            if match:
+                return match
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(
+            f"{self.args[0]}: {pattern!r} not seen (exit {self.proc.poll()}):\n{self.output()}"
+        )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._out.close()
+
+
+def start_proxy(config: Path, log: Path, *extra: str, tool: str = "mitmdump") -> Process:
+    """Start the proxy exactly as the README says, and wait until its listener is up."""
+    proc = Process(
+        [str(BIN / tool), "-s", str(REPO / "addon" / "k8s_auth.py"),
+         "--set", f"k8s_auth_config={config}", *extra],
+        log,
+    )  # fmt: skip
+    return proc
+
+
+@contextlib.contextmanager
+def running(proc: Process) -> Iterator[Process]:
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def read_json_lines(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
