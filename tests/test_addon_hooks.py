@@ -1,0 +1,129 @@
+"""The mitmproxy hooks in-process: fail closed, refuse foreign listeners, never log secrets."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mitmproxy.addons.proxyserver import Proxyserver
+from mitmproxy.proxy.mode_specs import ProxyMode
+from mitmproxy.test import taddons, tflow
+
+from kube_front_proxy.addon import K8sAuth
+
+from .conftest import htpasswd_add
+from .support import proxy_config, write_yaml
+
+UNAUTHORIZED = (
+    b'{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
+    b'"message":"Unauthorized","reason":"Unauthorized","code":401}\n'
+)
+
+
+@pytest.fixture
+def addon(tmp_path: Path, pki: Path) -> Iterator[K8sAuth]:
+    htpasswd_add(tmp_path / "htpasswd", "alice", "alice-pw", "apr1")
+    write_yaml(tmp_path / "users.yaml", {"users": {"alice": {"groups": ["dev"]}}})
+    config = write_yaml(tmp_path / "config.yaml", proxy_config(pki, 6443, 18443))
+    k8s_auth = K8sAuth()
+    with taddons.context(Proxyserver(), k8s_auth) as tctx:
+        tctx.configure(k8s_auth, k8s_auth_config=str(config))
+        yield k8s_auth
+
+
+def request(addon: K8sAuth, *headers: tuple[str, str], mode: str | None = None) -> tflow.HTTPFlow:
+    flow = tflow.tflow()
+    assert addon.runtime
+    flow.client_conn.proxy_mode = ProxyMode.parse(mode or addon.runtime.mode)
+    flow.request.headers.clear()
+    for name, value in headers:
+        flow.request.headers.add(name, value)
+    return flow
+
+
+def basic(user: str, password: str) -> tuple[str, str]:
+    return ("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+
+
+async def test_login_sets_identity_and_strips_spoofing(addon: K8sAuth) -> None:
+    flow = request(addon, basic("alice", "alice-pw"), ("x-remote-user", "admin"),
+                   ("X-Remote-Group", "system:masters"), ("Accept", "*/*"))  # fmt: skip
+    await addon.requestheaders(flow)
+    assert flow.response is None
+    assert flow.request.headers.fields == (
+        (b"Accept", b"*/*"),
+        (b"X-Remote-User", b"alice"),
+        (b"X-Remote-Group", b"dev"),
+    )
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        (),
+        (basic("alice", "wrong"),),
+        (basic("mallory", "alice-pw"),),
+        (("Authorization", "Basic %%%"),),
+        (("Authorization", "Bearer token"),),
+    ],
+)
+async def test_failed_login_is_a_401_status(
+    addon: K8sAuth, headers: tuple[tuple[str, str], ...]
+) -> None:
+    flow = request(addon, *headers, ("X-Remote-User", "admin"))
+    await addon.requestheaders(flow)
+    assert flow.response is not None
+    assert flow.response.status_code == 401
+    assert flow.response.content == UNAUTHORIZED
+    assert flow.response.headers["WWW-Authenticate"] == 'Basic realm="kubernetes"'
+    assert flow.response.headers["Content-Type"] == "application/json"
+
+
+@pytest.mark.parametrize("broken", ["login", "writer"])
+async def test_an_internal_error_fails_closed(
+    addon: K8sAuth, monkeypatch: pytest.MonkeyPatch, broken: str
+) -> None:
+    def explode(*_: object) -> None:
+        raise RuntimeError("injected fault")
+
+    assert addon.runtime
+    if broken == "login":
+        monkeypatch.setattr(addon.runtime.login, "authenticate", explode)
+    else:
+        monkeypatch.setattr(addon.runtime.writer, "apply", explode)
+    flow = request(addon, basic("alice", "alice-pw"), ("X-Remote-User", "admin"))
+    await addon.requestheaders(flow)
+    # A response set here means mitmproxy answers the client and never forwards the request.
+    assert flow.response is not None and flow.response.status_code == 500
+    assert b'"kind":"Status"' in flow.response.content
+
+
+async def test_requests_on_other_listeners_are_refused(addon: K8sAuth) -> None:
+    flow = request(addon, basic("alice", "alice-pw"), mode="regular@8080")
+    addon.client_connected(flow.client_conn)
+    assert flow.client_conn.error
+    await addon.requestheaders(flow)
+    assert flow.response is not None and flow.response.status_code == 503
+    assert "X-Remote-User" not in flow.request.headers
+
+
+async def test_unconfigured_addon_refuses_everything() -> None:
+    k8s_auth = K8sAuth()
+    with taddons.context(k8s_auth):
+        flow = tflow.tflow()
+        flow.request.headers["X-Remote-User"] = "admin"
+        await k8s_auth.requestheaders(flow)
+        assert flow.response is not None and flow.response.status_code == 503
+
+
+async def test_passwords_never_logged(addon: K8sAuth, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    for headers in [basic("alice", "Hunter2-secret"), basic("Hunter3-secret", "x:y")]:
+        await addon.requestheaders(request(addon, headers))
+    assert "Hunter2-secret" not in caplog.text
+    assert "wrong password" in caplog.text
+    # An unknown user name is logged as claimed (it is not a secret of a real account).
+    assert "unknown user" in caplog.text
