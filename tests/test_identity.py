@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from mitmproxy.http import Headers
-
 from kube_front_proxy.identity import (
     HeaderNames,
     Identity,
@@ -12,6 +10,7 @@ from kube_front_proxy.identity import (
     escape_extra_key,
     is_token,
 )
+from mitmproxy.http import Headers
 
 ALICE = Identity(
     user="alice",
@@ -21,8 +20,8 @@ ALICE = Identity(
 )
 
 
-def rewrite(headers: list[tuple[bytes, bytes]], names: HeaderNames = HeaderNames()) -> list:
-    writer = IdentityHeaderWriter(names)
+def rewrite(headers: list[tuple[bytes, bytes]], names: HeaderNames | None = None) -> list:
+    writer = IdentityHeaderWriter(names or HeaderNames())
     h = Headers(headers)
     writer.apply(h, writer.lines_for(ALICE))
     return list(h.fields)

@@ -1,0 +1,168 @@
+"""End to end: start-up, the listener, upstream TLS verification, failing closed."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .e2e import (
+    Emulator,
+    basic_header,
+    password_of,
+    start_emulator,
+    start_proxy_for,
+    write_users,
+)
+from .support import REPO, Process, free_port, proxy_config, write_yaml
+
+
+@pytest.fixture(scope="module")
+def emulator(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    emu = start_emulator(pki, tmp_path_factory.mktemp("emulator"))
+    yield emu
+    emu.process.stop()
+
+
+def listening_ports(pid: int) -> set[int]:
+    """TCP ports a process listens on, read from `ss`."""
+    out = subprocess.run(["ss", "-Htlnp"], capture_output=True, text=True, check=True).stdout
+    ports = set()
+    for line in out.splitlines():
+        if f"pid={pid}," in line:
+            ports.add(int(line.split()[3].rsplit(":", 1)[1]))
+    return ports
+
+
+def test_only_the_configured_listener_serves(pki: Path, emulator: Emulator, tmp_path: Path) -> None:
+    proxy = start_proxy_for(pki, tmp_path, emulator.port)
+    try:
+        assert listening_ports(proxy.process.proc.pid) == {proxy.port}
+        # mitmproxy's default forward proxy (8080) is not there, not even refusing.
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", 8080), timeout=1).close()
+        assert proxy.whoami()["username"] == "alice"
+    finally:
+        proxy.process.stop()
+
+
+def test_busy_port_stops_start_up_with_a_clear_error(
+    pki: Path, emulator: Emulator, tmp_path: Path
+) -> None:
+    write_users(tmp_path)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = write_yaml(tmp_path / "config.yaml", proxy_config(pki, emulator.port, port))
+        proc = Process(
+            [str(Path(sys.executable).parent / "mitmdump"), "-s", str(REPO / "addon/k8s_auth.py"),
+             "--set", f"k8s_auth_config={config}"],
+            tmp_path / "out.txt",
+        )  # fmt: skip
+        try:
+            assert proc.proc.wait(30) != 0
+        finally:
+            proc.stop()
+    output = proc.output()
+    assert f"cannot listen on 127.0.0.1:{port}" in output
+    assert "address already in use" in output.lower()
+
+
+def test_broken_config_stops_start_up_naming_file_and_key(pki: Path, tmp_path: Path) -> None:
+    write_users(tmp_path)
+    config = write_yaml(
+        tmp_path / "config.yaml", proxy_config(pki, 6443, free_port(), listen={"prot": 1})
+    )
+    proc = Process(
+        [str(Path(sys.executable).parent / "mitmdump"), "-s", str(REPO / "addon/k8s_auth.py"),
+         "--set", f"k8s_auth_config={config}"],
+        tmp_path / "out.txt",
+    )  # fmt: skip
+    try:
+        assert proc.proc.wait(30) != 0
+    finally:
+        proc.stop()
+    assert f"{config}: listen.prot: unknown key" in proc.output()
+
+
+@pytest.mark.parametrize(
+    "upstream",
+    [
+        {"ca": "front-proxy-ca.crt"},  # a CA that did not sign the API server's certificate
+        {"server_name": "not-kubernetes"},  # a name the certificate does not carry
+    ],
+)
+def test_upstream_that_fails_verification_is_a_502_without_internals(
+    pki: Path, emulator: Emulator, tmp_path: Path, upstream: dict[str, str]
+) -> None:
+    if "ca" in upstream:
+        upstream = {"ca": str(pki / upstream["ca"])}
+    before = len(emulator.requests())
+    proxy = start_proxy_for(pki, tmp_path, emulator.port, upstream=upstream)
+    try:
+        result = proxy.kubectl("get", "pods")
+        assert result.returncode == 1
+        status, headers, body = proxy.raw(
+            "GET", "/api", [basic_header("alice", password_of("alice"))]
+        )
+    finally:
+        proxy.process.stop()
+    assert status == 502
+    assert headers["Content-Type"] == "application/json"
+    status_object = json.loads(body)
+    assert status_object["kind"] == "Status" and status_object["code"] == 502
+    text = body.decode()
+    for internal in ("certificate", "verify", str(emulator.port), "127.0.0.1", "SSL", "mitmproxy"):
+        assert internal not in text
+    # No request got through: the TLS handshake itself was refused.
+    assert emulator.requests()[before:] == []
+    assert re.search(r"(?i)certificate verify failed|hostname mismatch", proxy.process.output())
+
+
+def test_unreachable_upstream_is_a_502_status(pki: Path, tmp_path: Path) -> None:
+    proxy = start_proxy_for(pki, tmp_path, free_port())
+    try:
+        status, _, body = proxy.raw("GET", "/api", [basic_header("alice", password_of("alice"))])
+    finally:
+        proxy.process.stop()
+    assert status == 502
+    assert json.loads(body)["message"] == "the Kubernetes API server could not be reached"
+
+
+def test_injected_fault_fails_closed(pki: Path, emulator: Emulator, tmp_path: Path) -> None:
+    before = len(emulator.requests())
+    proxy = start_proxy_for(
+        pki, tmp_path, emulator.port, "-s", str(REPO / "tests/faults/break_identity.py")
+    )
+    try:
+        status, _, body = proxy.raw(
+            "GET", "/api/v1/pods",
+            [basic_header("alice", password_of("alice")), ("X-Remote-User", "admin")],
+        )  # fmt: skip
+    finally:
+        proxy.process.stop()
+    assert status == 500
+    assert json.loads(body)["kind"] == "Status"
+    assert emulator.requests()[before:] == []
+    assert "injected fault" in proxy.process.output()
+
+
+def test_mitmweb_runs_the_same_addon(pki: Path, emulator: Emulator, tmp_path: Path) -> None:
+    web_port = free_port()
+    proxy = start_proxy_for(
+        pki, tmp_path, emulator.port,
+        "--set", "web_open_browser=false", "--set", f"web_port={web_port}",
+        tool="mitmweb",
+    )  # fmt: skip
+    try:
+        assert proxy.whoami()["username"] == "alice"
+        assert listening_ports(proxy.process.proc.pid) == {proxy.port, web_port}
+    finally:
+        proxy.process.stop()
