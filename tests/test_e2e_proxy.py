@@ -148,3 +148,58 @@ def test_identity_over_http2(proxy: Proxy) -> None:
     assert result.returncode == 0, result.stderr
     info = proxy.whoami("alice")
     assert info["username"] == "alice"
+
+
+CUSTOM = {
+    "username_headers": ["X-Auth-User", "X-Remote-User"],
+    "group_headers": ["X-Auth-Groups"],
+    "extra_headers_prefixes": ["X-Auth-Extra-", "X-Remote-Extra-"],
+    "uid_headers": ["X-Auth-Uid", "X-Remote-Uid"],
+}
+
+
+def test_custom_header_names_end_to_end(
+    pki: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    workdir = tmp_path_factory.mktemp("custom")
+    emu = start_emulator(
+        pki, workdir,
+        "--requestheader-username-headers", ",".join(CUSTOM["username_headers"]),
+        "--requestheader-group-headers", ",".join(CUSTOM["group_headers"]),
+        "--requestheader-extra-headers-prefix", ",".join(CUSTOM["extra_headers_prefixes"]),
+        "--requestheader-uid-headers", ",".join(CUSTOM["uid_headers"]),
+    )  # fmt: skip
+    try:
+        proxy = start_proxy_for(pki, workdir, emu.port, identity=CUSTOM)
+        try:
+            spoofs = [("x-auth-user", "admin"), ("X-REMOTE-USER", "admin"),
+                      ("x-auth-groups", "system:masters"), ("X-Remote-Group", "kept"),
+                      ("x-auth-uid", "0"), ("x-remote-uid", "0"),
+                      ("X-AUTH-EXTRA-scopes", "all"), ("x-remote-extra-scopes", "all")]  # fmt: skip
+            status, _, body = proxy.raw(
+                "GET", "/api", [*spoofs, basic_header("alice", password_of("alice"))]
+            )
+            assert status == 200, body
+            info = proxy.whoami("alice")
+        finally:
+            proxy.process.stop()
+    finally:
+        emu.process.stop()
+    record = emu.requests()[0]
+    received = [h for h in record["headers"] if re.match(r"(?i)x-(auth|remote)-", h[0])]
+    assert received == [
+        # X-Remote-Group is not a configured group header here: it is not identity, so it
+        # passes through untouched, and the API server ignores it.
+        ["X-Remote-Group", "kept"],
+        ["X-Auth-User", "alice"],
+        ["X-Auth-Uid", "1001"],
+        ["X-Auth-Groups", "developers"],
+        ["X-Auth-Groups", "system:masters"],
+        ["X-Auth-Groups", "a,b"],
+        ["X-Auth-Extra-scopes", "view"],
+        ["X-Auth-Extra-scopes", "edit"],
+        ["X-Auth-Extra-acme.com%2Fproject", "payments"],
+    ]
+    assert info["username"] == "alice"
+    assert info["groups"] == [*ALICE["groups"], "system:authenticated"]
+    assert info["extra"] == ALICE["extra"]
