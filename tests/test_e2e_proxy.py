@@ -137,9 +137,9 @@ def test_spoofed_identity_headers_are_replaced_byte_for_byte(
     # The password (Authorization) never reaches the API server.
     assert not any(h[0].lower() == "authorization" for h in record["headers"])
     assert record["peer_cert_cn"] == "front-proxy-client"
-    assert record["auth"]["authenticator"] == "requestheader"
-    assert record["auth"]["user"]["username"] == "alice"
-    assert record["auth"]["user"]["groups"] == [*ALICE["groups"], "system:authenticated"]
+    assert record["authentication"]["authenticator"] == "requestheader"
+    assert record["authentication"]["user"]["username"] == "alice"
+    assert record["authentication"]["user"]["groups"] == [*ALICE["groups"], "system:authenticated"]
 
 
 def test_identity_over_http2(proxy: Proxy) -> None:
