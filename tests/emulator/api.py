@@ -1,0 +1,912 @@
+"""The (small) API surface behind authentication: enough for kubectl 1.32 to work.
+
+Everything here is pure: a parsed request plus the authenticated user in, a response out.
+
+- Request attributes: `k8s.io/apiserver pkg/endpoints/request/requestinfo.go`
+  `RequestInfoFactory.NewRequestInfo` (verb, resource, namespace, name, subresource).
+- Authorization: a stand-in for RBAC with the bootstrap roles that matter (`k8s.io/kubernetes
+  plugin/pkg/auth/authorizer/rbac/bootstrappolicy/policy.go`): `system:public-info-viewer`
+  (GET /healthz, /livez, /readyz, /version, /version/ for everybody) and, for simplicity, full
+  access for anyone in `system:authenticated` or `system:masters`. Denials use the message from
+  `k8s.io/apiserver pkg/endpoints/handlers/responsewriters/errors.go` `forbiddenMessage`.
+- Discovery documents, `/version`, pods and namespaces (`meta.k8s.io/v1` Table when asked, as
+  `kubectl get` does), and `SelfSubjectReview` create
+  (`k8s.io/kubernetes pkg/registry/authentication/selfsubjectreview/rest.go`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from . import gojson, status
+from .authn import ALL_AUTHENTICATED
+from .requestheader import Header, UserInfo
+
+JSON = "application/json"
+TEXT = "text/plain; charset=utf-8"
+
+# A plausible v1.32 kube-apiserver (`k8s.io/apimachinery pkg/version/types.go` `Info`).
+VERSION_INFO: dict[str, str] = {
+    "major": "1",
+    "minor": "32",
+    "gitVersion": "v1.32.4",
+    "gitCommit": "59526cd4867447956156ae3a602fcbac10a2c335",
+    "gitTreeState": "clean",
+    "buildDate": "2025-04-22T16:02:27Z",
+    "goVersion": "go1.23.6",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
+
+PUBLIC_INFO_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/version", "/version/"})
+SUPERUSER_GROUP = "system:masters"
+
+
+@dataclass
+class Request:
+    """One HTTP request as the server parsed it."""
+
+    method: str
+    target: str
+    http_version: str = "HTTP/1.1"
+    headers: list[Header] = field(default_factory=list)
+    body: bytes = b""
+
+    @property
+    def path(self) -> str:
+        return unquote(urlsplit(self.target).path) or "/"
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        return parse_qs(urlsplit(self.target).query, keep_blank_values=True)
+
+    def header(self, name: str) -> str | None:
+        """First value of a header, like Go's `Header.Get` (None when absent)."""
+        folded = name.lower()
+        return next((v for n, v in self.headers if n.lower() == folded), None)
+
+
+@dataclass
+class Response:
+    """A response; `stream` (when set) yields the body in pieces after `body`."""
+
+    status: int
+    headers: list[Header] = field(default_factory=list)
+    body: bytes = b""
+    stream: Iterator[StreamItem] | None = None
+
+    def header(self, name: str) -> str | None:
+        folded = name.lower()
+        return next((v for n, v in self.headers if n.lower() == folded), None)
+
+
+def json_response(code: int, obj: Any, content_type: str = JSON) -> Response:
+    return Response(code, [("Content-Type", content_type)], gojson.encode(obj))
+
+
+def status_response(err: status.StatusError, *, nosniff: bool = False) -> Response:
+    headers = [("Content-Type", JSON)]
+    if nosniff:
+        # responsewriters.RespondWithError (used for 403) adds it; the 401 path does not.
+        headers.append(("X-Content-Type-Options", "nosniff"))
+    return Response(err.code, headers, err.body())
+
+
+def unauthorized_response() -> Response:
+    return status_response(status.unauthorized())
+
+
+def text_not_found() -> Response:
+    """Go's `http.NotFound`, the end of kube-apiserver's handler delegation chain
+    (`k8s.io/apiserver pkg/util/notfoundhandler/not_found_handler.go`)."""
+    return Response(
+        404,
+        [("Content-Type", TEXT), ("X-Content-Type-Options", "nosniff")],
+        b"404 page not found\n",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Request attributes
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """`request.RequestInfo`, reduced to what authorization and routing need."""
+
+    is_resource_request: bool
+    path: str
+    verb: str
+    api_prefix: str = ""
+    api_group: str = ""
+    api_version: str = ""
+    namespace: str = ""
+    resource: str = ""
+    subresource: str = ""
+    name: str = ""
+    parts: tuple[str, ...] = ()
+
+
+_SPECIAL_VERBS = frozenset({"proxy", "watch"})
+_SPECIAL_VERBS_NO_SUBRESOURCES = frozenset({"proxy"})
+_NAMESPACE_SUBRESOURCES = frozenset({"status", "finalize"})
+_METHOD_VERBS = {
+    "POST": "create",
+    "GET": "get",
+    "HEAD": "get",
+    "PUT": "update",
+    "PATCH": "patch",
+    "DELETE": "delete",
+}
+
+
+def _is_watch(query: Mapping[str, Sequence[str]]) -> bool:
+    # apimachinery's string->bool conversion: anything but "false"/"0" is true, even "".
+    values = query.get("watch")
+    return bool(values) and values is not None and values[0].lower() not in ("false", "0")
+
+
+def request_info(method: str, path: str, query: Mapping[str, Sequence[str]]) -> RequestInfo:
+    """`NewRequestInfo` for the "api" (groupless) and "apis" prefixes."""
+    non_resource = RequestInfo(False, path, method.lower())
+    parts = [p for p in path.strip("/").split("/")] if path.strip("/") else []
+    if len(parts) < 3 or parts[0] not in ("api", "apis"):
+        return non_resource
+    prefix, parts = parts[0], parts[1:]
+    group = ""
+    if prefix == "apis":
+        if len(parts) < 3:
+            return non_resource
+        group, parts = parts[0], parts[1:]
+    version, parts = parts[0], parts[1:]
+
+    if parts[0] in _SPECIAL_VERBS and len(parts) >= 2:
+        verb, parts = parts[0], parts[1:]
+    else:
+        verb = _METHOD_VERBS.get(method, "")
+
+    namespace = ""
+    if parts[0] == "namespaces" and len(parts) > 1:
+        namespace = parts[1]
+        if len(parts) > 2 and parts[2] not in _NAMESPACE_SUBRESOURCES:
+            parts = parts[2:]
+
+    resource = parts[0] if parts else ""
+    name = parts[1] if len(parts) >= 2 else ""
+    subresource = parts[2] if len(parts) >= 3 and verb not in _SPECIAL_VERBS_NO_SUBRESOURCES else ""
+    if not name and verb == "get":
+        verb = "watch" if _is_watch(query) else "list"
+    if not name and verb == "delete":
+        verb = "deletecollection"
+    return RequestInfo(
+        True,
+        path,
+        verb,
+        prefix,
+        group,
+        version,
+        namespace,
+        resource,
+        subresource,
+        name,
+        tuple(parts),
+    )
+
+
+def authorize(user: UserInfo, info: RequestInfo) -> bool:
+    """RBAC stand-in (see module docstring)."""
+    if ALL_AUTHENTICATED in user.groups or SUPERUSER_GROUP in user.groups:
+        return True
+    return not info.is_resource_request and info.verb == "get" and info.path in PUBLIC_INFO_PATHS
+
+
+def forbidden_message(user: UserInfo, info: RequestInfo) -> str:
+    """`forbiddenMessage` in responsewriters/errors.go."""
+    name = gojson.dumps(user.name)
+    if not info.is_resource_request:
+        return f"User {name} cannot {info.verb} path {gojson.dumps(info.path)}"
+    resource = info.resource + (f"/{info.subresource}" if info.subresource else "")
+    where = (
+        f"in the namespace {gojson.dumps(info.namespace)}"
+        if info.namespace
+        else "at the cluster scope"
+    )
+    return (
+        f"User {name} cannot {info.verb} resource {gojson.dumps(resource)}"
+        f" in API group {gojson.dumps(info.api_group)} {where}"
+    )
+
+
+def forbidden_response(user: UserInfo, info: RequestInfo) -> Response:
+    # ForbiddenStatusError's sanitizer: the message must never look like HTML.
+    message = forbidden_message(user, info)
+    message = message.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    err = status.forbidden(info.resource, info.api_group, info.name, message)
+    return status_response(err, nosniff=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Content negotiation
+
+
+def _media_types(accept: str | None) -> list[tuple[str, dict[str, str]]]:
+    result: list[tuple[str, dict[str, str]]] = []
+    for item in (accept or "").split(","):
+        pieces = [p.strip() for p in item.split(";")]
+        if not pieces[0]:
+            continue
+        params = {}
+        for p in pieces[1:]:
+            key, _, value = p.partition("=")
+            params[key.strip().lower()] = value.strip()
+        result.append((pieces[0].lower(), params))
+    return result
+
+
+def wants_table(accept: str | None) -> str | None:
+    """The Table version kubectl asked for (`v1` or `v1beta1`), in its order of preference."""
+    for media, params in _media_types(accept):
+        if (
+            media == "application/json"
+            and params.get("as") == "Table"
+            and params.get("g") == "meta.k8s.io"
+            and params.get("v") in ("v1", "v1beta1")
+        ):
+            return params["v"]
+        if media == "application/json" and "as" not in params:
+            return None
+    return None
+
+
+def wants_aggregated_discovery(accept: str | None) -> bool:
+    """`application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList` preferred?"""
+    for media, params in _media_types(accept):
+        if media == "application/json" and params.get("g") == "apidiscovery.k8s.io":
+            if params.get("v") == "v2" and params.get("as") == "APIGroupDiscoveryList":
+                return True
+            continue
+        return False
+    return False
+
+
+AGGREGATED_DISCOVERY = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+
+
+# ---------------------------------------------------------------------------------------------
+# Objects
+
+
+def _rfc3339(t: datetime.datetime) -> str:
+    return t.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def human_duration(d: datetime.timedelta) -> str:
+    """`k8s.io/apimachinery pkg/util/duration` `HumanDuration`, as the Age column uses it."""
+    seconds = int(d.total_seconds())
+    if seconds < -1:
+        return "<invalid>"
+    if seconds < 0:
+        return "0s"
+    if seconds < 60 * 2:
+        return f"{seconds}s"
+    minutes = seconds // 60
+    if minutes < 10:
+        s = seconds % 60
+        return f"{minutes}m" if s == 0 else f"{minutes}m{s}s"
+    if minutes < 60 * 3:
+        return f"{minutes}m"
+    hours = minutes // 60
+    if hours < 8:
+        m = minutes % 60
+        return f"{hours}h" if m == 0 else f"{hours}h{m}m"
+    if hours < 48:
+        return f"{hours}h"
+    if hours < 24 * 8:
+        h = hours % 24
+        return f"{hours // 24}d" if h == 0 else f"{hours // 24}d{h}h"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24}d"
+    if hours < 24 * 365 * 8:
+        dy = (hours // 24) % 365
+        years = hours // 24 // 365
+        return f"{years}y" if dy == 0 else f"{years}y{dy}d"
+    return f"{hours // 24 // 365}y"
+
+
+@dataclass(frozen=True)
+class FakePod:
+    namespace: str
+    name: str
+    image: str
+    age: datetime.timedelta
+    node: str = "node-1"
+    ip: str = "10.244.0.10"
+    uid: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+DEFAULT_PODS = (
+    FakePod("default", "nginx-1", "nginx:1.27", datetime.timedelta(minutes=42), ip="10.244.0.11"),
+    FakePod("default", "nginx-2", "nginx:1.27", datetime.timedelta(minutes=41), ip="10.244.0.12"),
+    FakePod(
+        "kube-system",
+        "coredns-7c65d6cfc9-x7k2p",
+        "registry.k8s.io/coredns/coredns:v1.11.3",
+        datetime.timedelta(days=3),
+        ip="10.244.0.2",
+    ),
+)
+DEFAULT_NAMESPACES = ("default", "kube-node-lease", "kube-public", "kube-system")
+
+_TABLE_OBJECT_DESCRIPTIONS = {
+    "name": (
+        "Name must be unique within a namespace. Is required when creating resources, although"
+        " some resources may allow a client to request the generation of an appropriate name"
+        " automatically. Name is primarily intended for creation idempotence and configuration"
+        " definition. Cannot be updated. More info:"
+        " https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names"
+    ),
+    "creationTimestamp": (
+        "CreationTimestamp is a timestamp representing the server time when this object was"
+        " created. It is not guaranteed to be set in happens-before order across separate"
+        " operations. Clients may not set this value. It is represented in RFC3339 form and is"
+        " in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info:"
+        " https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata"
+    ),
+}
+
+
+def _column(name: str, description: str, *, fmt: str = "", priority: int = 0) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "string",
+        "format": fmt,
+        "description": description,
+        "priority": priority,
+    }
+
+
+# `k8s.io/kubernetes pkg/printers/internalversion/printers.go` podColumnDefinitions.
+POD_COLUMNS = [
+    _column("Name", _TABLE_OBJECT_DESCRIPTIONS["name"], fmt="name"),
+    _column("Ready", "The aggregate readiness state of this pod for accepting traffic."),
+    _column("Status", "The aggregate status of the containers in this pod."),
+    _column(
+        "Restarts",
+        "The number of times the containers in this pod have been restarted and when the last"
+        " container in this pod has restarted.",
+    ),
+    _column("Age", _TABLE_OBJECT_DESCRIPTIONS["creationTimestamp"]),
+    _column("IP", "podIP address allocated to the pod.", priority=1),
+    _column("Node", "NodeName indicates in which node this pod is scheduled.", priority=1),
+    _column("Nominated Node", "nominatedNodeName is set when this pod preempts.", priority=1),
+    _column("Readiness Gates", "If specified, all readiness gates will be evaluated.", priority=1),
+]
+
+NAMESPACE_COLUMNS = [
+    _column("Name", _TABLE_OBJECT_DESCRIPTIONS["name"], fmt="name"),
+    _column("Status", "The status of the namespace"),
+    _column("Age", _TABLE_OBJECT_DESCRIPTIONS["creationTimestamp"]),
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Discovery
+
+
+@dataclass(frozen=True)
+class ResourceDef:
+    name: str
+    singular: str
+    kind: str
+    namespaced: bool
+    verbs: tuple[str, ...]
+    short_names: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+
+    def legacy(self) -> dict[str, Any]:
+        """`metav1.APIResource`."""
+        doc: dict[str, Any] = {
+            "name": self.name,
+            "singularName": self.singular,
+            "namespaced": self.namespaced,
+            "kind": self.kind,
+            "verbs": list(self.verbs),
+        }
+        if self.short_names:
+            doc["shortNames"] = list(self.short_names)
+        if self.categories:
+            doc["categories"] = list(self.categories)
+        return doc
+
+    def aggregated(self, group: str, version: str) -> dict[str, Any]:
+        """`apidiscovery/v2` `APIResourceDiscovery`."""
+        doc: dict[str, Any] = {
+            "resource": self.name,
+            "responseKind": {"group": group, "version": version, "kind": self.kind},
+            "scope": "Namespaced" if self.namespaced else "Cluster",
+            "singularResource": self.singular,
+            "verbs": list(self.verbs),
+        }
+        if self.short_names:
+            doc["shortNames"] = list(self.short_names)
+        if self.categories:
+            doc["categories"] = list(self.categories)
+        return doc
+
+
+CORE_RESOURCES = (
+    ResourceDef("namespaces", "namespace", "Namespace", False, ("get", "list"), ("ns",)),
+    ResourceDef("pods", "pod", "Pod", True, ("get", "list", "watch"), ("po",), ("all",)),
+    ResourceDef("pods/log", "", "Pod", True, ("get",)),
+)
+AUTHENTICATION_RESOURCES = (
+    ResourceDef("selfsubjectreviews", "selfsubjectreview", "SelfSubjectReview", False, ("create",)),
+)
+API_GROUPS: dict[str, dict[str, tuple[ResourceDef, ...]]] = {
+    "authentication.k8s.io": {"v1": AUTHENTICATION_RESOURCES},
+}
+
+
+def _aggregated_group(name: str, versions: Mapping[str, Sequence[ResourceDef]]) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "creationTimestamp": None},
+        "versions": [
+            {
+                "version": version,
+                "resources": [r.aggregated(name, version) for r in resources if "/" not in r.name],
+                "freshness": "Current",
+            }
+            for version, resources in versions.items()
+        ],
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The API
+
+
+class API:
+    """Routes requests; holds the fixed objects."""
+
+    def __init__(
+        self,
+        *,
+        server_address: str = "127.0.0.1:6443",
+        pods: Sequence[FakePod] = DEFAULT_PODS,
+        namespaces: Sequence[str] = DEFAULT_NAMESPACES,
+        now: datetime.datetime | None = None,
+    ) -> None:
+        self.server_address = server_address
+        self.pods = list(pods)
+        self.namespaces = list(namespaces)
+        self.started = (now or datetime.datetime.now(datetime.UTC)).replace(microsecond=0)
+        self.resource_version = 1000
+
+    # -- entry point --------------------------------------------------------------------------
+
+    def handle(self, req: Request, user: UserInfo) -> Response:
+        info = request_info(req.method, req.path, req.query)
+        if not authorize(user, info):
+            return forbidden_response(user, info)
+        if not info.is_resource_request:
+            return self._non_resource(req, info, user)
+        return self._resource(req, info, user)
+
+    # -- non-resource paths --------------------------------------------------------------------
+
+    def _non_resource(self, req: Request, info: RequestInfo, user: UserInfo) -> Response:
+        path = info.path
+        if path in ("/version", "/version/"):
+            return json_response(200, VERSION_INFO)
+        if re.fullmatch(r"/(healthz|livez|readyz)(/.*)?", path):
+            return Response(
+                200,
+                [("Content-Type", TEXT), ("X-Content-Type-Options", "nosniff")],
+                b"ok",
+            )
+        accept = req.header("Accept")
+        if path in ("/api", "/api/"):
+            if wants_aggregated_discovery(accept):
+                doc = {
+                    "kind": "APIGroupDiscoveryList",
+                    "apiVersion": "apidiscovery.k8s.io/v2",
+                    "metadata": {},
+                    "items": [_aggregated_group("", {"v1": CORE_RESOURCES})],
+                }
+                return json_response(200, doc, AGGREGATED_DISCOVERY)
+            return json_response(
+                200,
+                {
+                    "kind": "APIVersions",
+                    "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [
+                        {"clientCIDR": "0.0.0.0/0", "serverAddress": self.server_address}
+                    ],
+                },
+            )
+        if path in ("/apis", "/apis/"):
+            if wants_aggregated_discovery(accept):
+                doc = {
+                    "kind": "APIGroupDiscoveryList",
+                    "apiVersion": "apidiscovery.k8s.io/v2",
+                    "metadata": {},
+                    "items": [_aggregated_group(g, v) for g, v in API_GROUPS.items()],
+                }
+                return json_response(200, doc, AGGREGATED_DISCOVERY)
+            return json_response(
+                200,
+                {
+                    "kind": "APIGroupList",
+                    "apiVersion": "v1",
+                    "groups": [self._api_group(g) for g in API_GROUPS],
+                },
+            )
+        if path.rstrip("/") == "/api/v1":
+            return self._resource_list("v1", CORE_RESOURCES)
+        match = re.fullmatch(r"/apis/([^/]+)/?", path)
+        if match and match.group(1) in API_GROUPS:
+            return json_response(200, {"kind": "APIGroup", **self._api_group(match.group(1))})
+        if path.startswith(("/api/", "/apis/")):
+            return status_response(status.path_not_found())
+        return text_not_found()
+
+    def _api_group(self, group: str) -> dict[str, Any]:
+        versions = [{"groupVersion": f"{group}/{v}", "version": v} for v in API_GROUPS[group]]
+        return {"name": group, "versions": versions, "preferredVersion": versions[0]}
+
+    def _resource_list(self, group_version: str, resources: Sequence[ResourceDef]) -> Response:
+        return json_response(
+            200,
+            {
+                "kind": "APIResourceList",
+                "apiVersion": "v1",
+                "groupVersion": group_version,
+                "resources": [r.legacy() for r in resources],
+            },
+        )
+
+    # -- resources -----------------------------------------------------------------------------
+
+    def _resource(self, req: Request, info: RequestInfo, user: UserInfo) -> Response:
+        if info.api_prefix == "apis":
+            versions = API_GROUPS.get(info.api_group)
+            if versions is None or info.api_version not in versions:
+                return status_response(status.path_not_found())
+            if (
+                info.api_group == "authentication.k8s.io"
+                and info.resource == "selfsubjectreviews"
+                and not info.name
+                and not info.namespace
+            ):
+                if info.verb != "create":
+                    return status_response(
+                        status.method_not_supported(info.resource, info.api_group, info.verb)
+                    )
+                return self._self_subject_review(user)
+            return status_response(status.path_not_found())
+        if info.api_version != "v1":
+            return status_response(status.path_not_found())
+        if info.resource == "pods":
+            return self._pods(req, info)
+        if info.resource == "namespaces" and not info.subresource:
+            return self._namespaces(req, info)
+        return status_response(status.path_not_found())
+
+    def _self_subject_review(self, user: UserInfo) -> Response:
+        user_info: dict[str, Any] = {}
+        if user.name:
+            user_info["username"] = user.name
+        if user.uid:
+            user_info["uid"] = user.uid
+        if user.groups:
+            user_info["groups"] = list(user.groups)
+        if user.extra:
+            user_info["extra"] = gojson.sorted_map({k: list(v) for k, v in user.extra.items()})
+        now = datetime.datetime.now(datetime.UTC)
+        review = {
+            "kind": "SelfSubjectReview",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"creationTimestamp": _rfc3339(now)},
+            "status": {"userInfo": user_info},
+        }
+        return json_response(201, review)
+
+    # pods
+
+    def _pod_object(self, pod: FakePod) -> dict[str, Any]:
+        created = _rfc3339(self.started - pod.age)
+        return {
+            "kind": "Pod",
+            "apiVersion": "v1",
+            "metadata": self._pod_metadata(pod),
+            "spec": {
+                "containers": [
+                    {
+                        "name": pod.name.split("-")[0],
+                        "image": pod.image,
+                        "resources": {},
+                        "terminationMessagePath": "/dev/termination-log",
+                        "terminationMessagePolicy": "File",
+                        "imagePullPolicy": "IfNotPresent",
+                    }
+                ],
+                "restartPolicy": "Always",
+                "terminationGracePeriodSeconds": 30,
+                "dnsPolicy": "ClusterFirst",
+                "serviceAccountName": "default",
+                "nodeName": pod.node,
+                "schedulerName": "default-scheduler",
+                "enableServiceLinks": True,
+                "preemptionPolicy": "PreemptLowerPriority",
+            },
+            "status": {
+                "phase": "Running",
+                "conditions": [
+                    {
+                        "type": t,
+                        "status": "True",
+                        "lastProbeTime": None,
+                        "lastTransitionTime": created,
+                    }
+                    for t in ("Initialized", "Ready", "ContainersReady", "PodScheduled")
+                ],
+                "hostIP": "172.18.0.2",
+                "podIP": pod.ip,
+                "podIPs": [{"ip": pod.ip}],
+                "startTime": created,
+                "containerStatuses": [
+                    {
+                        "name": pod.name.split("-")[0],
+                        "state": {"running": {"startedAt": created}},
+                        "lastState": {},
+                        "ready": True,
+                        "restartCount": 0,
+                        "image": pod.image,
+                        "imageID": "",
+                        "started": True,
+                    }
+                ],
+                "qosClass": "BestEffort",
+            },
+        }
+
+    def _pod_metadata(self, pod: FakePod) -> dict[str, Any]:
+        return {
+            "name": pod.name,
+            "namespace": pod.namespace,
+            "uid": pod.uid,
+            "resourceVersion": str(self.resource_version - 10),
+            "creationTimestamp": _rfc3339(self.started - pod.age),
+            "labels": {"app": pod.name.split("-")[0]},
+        }
+
+    def _pod_row(self, pod: FakePod, include_object: str, table_version: str) -> dict[str, Any]:
+        age = datetime.datetime.now(datetime.UTC) - (self.started - pod.age)
+        row: dict[str, Any] = {
+            "cells": [
+                pod.name,
+                "1/1",
+                "Running",
+                "0",
+                human_duration(age),
+                pod.ip,
+                pod.node,
+                "<none>",
+                "<none>",
+            ],
+        }
+        obj = self._row_object(
+            self._pod_object(pod), self._pod_metadata(pod), include_object, table_version
+        )
+        if obj is not None:
+            row["object"] = obj
+        return row
+
+    @staticmethod
+    def _row_object(
+        full: dict[str, Any], metadata: dict[str, Any], include_object: str, table_version: str
+    ) -> dict[str, Any] | None:
+        """`includeObject` query parameter: None, Metadata (default) or Object."""
+        if include_object == "None":
+            return None
+        if include_object == "Object":
+            return full
+        return {
+            "kind": "PartialObjectMetadata",
+            "apiVersion": f"meta.k8s.io/{table_version}",
+            "metadata": metadata,
+        }
+
+    def _table_doc(
+        self,
+        columns: list[dict[str, Any]] | None,
+        rows: list[dict[str, Any]],
+        table_version: str,
+    ) -> dict[str, Any]:
+        return {
+            "kind": "Table",
+            "apiVersion": f"meta.k8s.io/{table_version}",
+            "metadata": {"resourceVersion": str(self.resource_version)},
+            # Not omitempty in Go: watch events after the first carry `null` here.
+            "columnDefinitions": columns,
+            "rows": rows,
+        }
+
+    def _table(
+        self,
+        columns: list[dict[str, Any]],
+        rows: list[dict[str, Any]],
+        table_version: str,
+    ) -> Response:
+        return json_response(
+            200,
+            self._table_doc(columns, rows, table_version),
+            f"application/json;as=Table;v={table_version};g=meta.k8s.io",
+        )
+
+    def _pods(self, req: Request, info: RequestInfo) -> Response:
+        if info.verb not in ("get", "list", "watch"):
+            return status_response(status.method_not_supported("pods", "", info.verb))
+        if info.subresource:
+            return self._pod_subresource(req, info)
+        table_version = wants_table(req.header("Accept"))
+        include_object = (req.query.get("includeObject") or ["Metadata"])[0]
+        if info.name:
+            pod = self._find_pod(info.namespace, info.name)
+            if pod is None:
+                return status_response(status.not_found("pods", "", info.name))
+            if table_version:
+                return self._table(
+                    POD_COLUMNS,
+                    [self._pod_row(pod, include_object, table_version)],
+                    table_version,
+                )
+            return json_response(200, self._pod_object(pod))
+        pods = [p for p in self.pods if not info.namespace or p.namespace == info.namespace]
+        if info.verb == "watch":
+            if table_version:
+                # watchEmbeddedEncoder (handlers/response.go): one Table per event, headers only
+                # in the first.
+                objects = [
+                    self._table_doc(
+                        POD_COLUMNS if i == 0 else None,
+                        [self._pod_row(p, include_object, table_version)],
+                        table_version,
+                    )
+                    for i, p in enumerate(pods)
+                ]
+            else:
+                objects = [self._pod_object(p) for p in pods]
+            return self._watch(req, objects)
+        if table_version:
+            rows = [self._pod_row(p, include_object, table_version) for p in pods]
+            return self._table(POD_COLUMNS, rows, table_version)
+        return json_response(
+            200,
+            {
+                "kind": "PodList",
+                "apiVersion": "v1",
+                "metadata": {"resourceVersion": str(self.resource_version)},
+                "items": [self._pod_object(p) for p in pods],
+            },
+        )
+
+    def _find_pod(self, namespace: str, name: str) -> FakePod | None:
+        return next((p for p in self.pods if p.namespace == namespace and p.name == name), None)
+
+    def _pod_subresource(self, req: Request, info: RequestInfo) -> Response:
+        pod = self._find_pod(info.namespace, info.name)
+        if pod is None:
+            return status_response(status.not_found("pods", "", info.name))
+        if info.subresource != "log" or info.verb != "get":
+            return status_response(status.path_not_found())
+        lines = [
+            f"{_rfc3339(self.started - pod.age)} {pod.name} started\n",
+            f"{_rfc3339(self.started)} {pod.name} ready\n",
+        ]
+        follow = (req.query.get("follow") or ["false"])[0].lower() == "true"
+        headers = [("Content-Type", TEXT)]
+        if not follow:
+            return Response(200, headers, "".join(lines).encode())
+        return Response(200, headers, b"", stream=_follow_log(lines))
+
+    def _watch(self, req: Request, objects: list[dict[str, Any]]) -> Response:
+        """A watch stream: ADDED for every object, then quiet until the connection ends.
+
+        The fixed objects are older than any resourceVersion this server hands out, so a watch
+        that starts from one (what `kubectl get -w` does after its list) gets no ADDED events;
+        without one, or from "0", the current state comes first, like the real watch cache.
+        """
+        since = (req.query.get("resourceVersion") or [""])[0]
+        initial = objects if since in ("", "0") else []
+        events = [gojson.encode({"type": "ADDED", "object": o}) for o in initial]
+        timeout = (req.query.get("timeoutSeconds") or [""])[0]
+        seconds = float(timeout) if timeout.isdigit() else None
+        return Response(200, [("Content-Type", JSON)], b"", stream=_watch_stream(events, seconds))
+
+    # namespaces
+
+    def _namespace_object(self, name: str) -> dict[str, Any]:
+        return {
+            "kind": "Namespace",
+            "apiVersion": "v1",
+            "metadata": self._namespace_metadata(name),
+            "spec": {"finalizers": ["kubernetes"]},
+            "status": {"phase": "Active"},
+        }
+
+    def _namespace_metadata(self, name: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"namespace/{name}")),
+            "resourceVersion": "10",
+            "creationTimestamp": _rfc3339(self.started - datetime.timedelta(days=3)),
+            "labels": {"kubernetes.io/metadata.name": name},
+        }
+
+    def _namespaces(self, req: Request, info: RequestInfo) -> Response:
+        name = info.name
+        if info.verb not in ("get", "list"):
+            return status_response(status.method_not_supported("namespaces", "", info.verb))
+        table_version = wants_table(req.header("Accept"))
+        include_object = (req.query.get("includeObject") or ["Metadata"])[0]
+        names = self.namespaces if not name else [n for n in self.namespaces if n == name]
+        if name and not names:
+            return status_response(status.not_found("namespaces", "", name))
+        if table_version:
+            age = human_duration(datetime.timedelta(days=3))
+            rows = []
+            for n in names:
+                row: dict[str, Any] = {"cells": [n, "Active", age]}
+                obj = self._row_object(
+                    self._namespace_object(n),
+                    self._namespace_metadata(n),
+                    include_object,
+                    table_version,
+                )
+                if obj is not None:
+                    row["object"] = obj
+                rows.append(row)
+            return self._table(NAMESPACE_COLUMNS, rows, table_version)
+        if name:
+            return json_response(200, self._namespace_object(name))
+        return json_response(
+            200,
+            {
+                "kind": "NamespaceList",
+                "apiVersion": "v1",
+                "metadata": {"resourceVersion": str(self.resource_version)},
+                "items": [self._namespace_object(n) for n in names],
+            },
+        )
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A stream item asking the server to keep the response open without writing.
+
+    Watches and `logs -f` never end on their own; the server holds until `seconds` pass (None:
+    until the client disconnects or the server stops), then ends the response.
+    """
+
+    seconds: float | None = None
+
+
+StreamItem = bytes | Hold
+
+
+def _watch_stream(events: list[bytes], timeout: float | None) -> Iterator[StreamItem]:
+    yield from events
+    yield Hold(timeout)
+
+
+def _follow_log(lines: list[str]) -> Iterator[StreamItem]:
+    for line in lines:
+        yield line.encode()
+    yield Hold()

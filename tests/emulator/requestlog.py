@@ -1,0 +1,113 @@
+"""The emulator's request log: one JSON object per line, one line per request.
+
+Record format (`RequestLogRecord`):
+
+    {"time": "2025-01-01T12:00:00.123456Z",
+     "remote_addr": "127.0.0.1:50312",
+     "tls_version": "TLSv1.3", "alpn": "http/1.1" | null,
+     "method": "GET", "path": "/api/v1/pods?limit=500",        # raw request target
+     "http_version": "HTTP/1.1",
+     "headers": [["Host", "127.0.0.1:6443"], ["X-Remote-Group", "a"], ...],   # as received
+     "body_length": 0,
+     "peer_cert_cn": "front-proxy-client" | null, "peer_chain_len": 1,
+     "authentication": {"authenticated": true,
+                        "authenticator": "requestheader" | "x509" | "token" | "anonymous" | null,
+                        "user": {"username": ..., "uid": ..., "groups": [...], "extra": {...}}
+                                | null,
+                        "error": "x509: ..." | null},
+     "status": 200}
+
+Header values that were not valid UTF-8 appear with their raw bytes as lone surrogates
+(`\\udcXX` escapes), which `json.loads` reads back unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, TypedDict
+
+
+class UserRecord(TypedDict):
+    username: str
+    uid: str
+    groups: list[str]
+    extra: dict[str, list[str]]
+
+
+class AuthenticationRecord(TypedDict):
+    authenticated: bool
+    authenticator: str | None
+    user: UserRecord | None
+    error: str | None
+
+
+class RequestLogRecord(TypedDict):
+    time: str
+    remote_addr: str
+    tls_version: str | None
+    alpn: str | None
+    method: str
+    path: str
+    http_version: str
+    headers: list[list[str]]
+    body_length: int
+    peer_cert_cn: str | None
+    peer_chain_len: int
+    authentication: AuthenticationRecord
+    status: int
+
+
+def load_request_log(path: str | Path) -> list[RequestLogRecord]:
+    """Every record in a request log file, in order."""
+    records: list[RequestLogRecord] = []
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            if line.strip():
+                records.append(json.loads(line))
+    return records
+
+
+class RequestLog:
+    """Thread-safe appender: memory always, and a file when a path is given.
+
+    Each record is flushed as soon as it is written, so a test can read the file as soon as it
+    has the response.
+    """
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self._lock = threading.Lock()
+        self._records: list[RequestLogRecord] = []
+        self._file: IO[str] | None = None
+        # Called (outside the lock) after each record is stored, e.g. for an access log.
+        self.on_append: Callable[[RequestLogRecord], None] | None = None
+        if self.path is not None:
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held open
+
+    def append(self, record: RequestLogRecord) -> None:
+        line = json.dumps(record, ensure_ascii=True) + "\n"
+        with self._lock:
+            self._records.append(record)
+            if self._file is not None:
+                self._file.write(line)
+                self._file.flush()
+        if self.on_append is not None:
+            self.on_append(record)
+
+    def records(self) -> list[RequestLogRecord]:
+        with self._lock:
+            return list(self._records)
+
+    def clear(self) -> None:
+        """Forget the in-memory records (the file is left alone)."""
+        with self._lock:
+            self._records.clear()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None

@@ -1,0 +1,491 @@
+"""The emulated kube-apiserver's TLS server.
+
+TLS follows `k8s.io/apiserver pkg/server/secure_serving.go` and
+`pkg/server/dynamiccertificates/tlsconfig.go`: minimum TLS 1.2, `ClientAuth = RequestClientCert`
+(a client certificate is requested, any certificate or none is accepted in the handshake, and
+verification happens per request in the authenticators), and the acceptable client CA names are
+the union of --client-ca-file and --requestheader-client-ca-file (`pkg/server/config.go`
+`AuthenticationInfo.ApplyClientCert`). Python's `ssl` module cannot accept an unverifiable
+certificate without failing the handshake, hence pyOpenSSL with a verify callback that always
+agrees.
+
+ALPN: only `http/1.1` for now (the real server offers `h2` first).
+
+One thread per connection, HTTP/1.1 keep-alive, request handling in `api.py` behind the
+authentication chain in `authn.py`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import io
+import logging
+import select
+import selectors
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from cryptography import x509
+from OpenSSL import SSL
+
+from . import http11, x509verify
+from .api import API, Hold, Request, Response, unauthorized_response
+from .authn import AuthenticationChain, AuthenticationResult, build_chain, load_token_file
+from .requestheader import RequestHeaderAuthenticator
+from .requestlog import AuthenticationRecord, RequestLog, RequestLogRecord, UserRecord
+
+log = logging.getLogger("kube-apiserver-emulator")
+
+# kubeadm's values; kube-apiserver itself has no defaults for these flags.
+DEFAULT_USERNAME_HEADERS = ("X-Remote-User",)
+DEFAULT_GROUP_HEADERS = ("X-Remote-Group",)
+DEFAULT_EXTRA_HEADERS_PREFIX = ("X-Remote-Extra-",)
+DEFAULT_UID_HEADERS = ("X-Remote-Uid",)
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    """The kube-apiserver flags the emulator understands (same names, snake_case)."""
+
+    tls_cert_file: Path
+    tls_private_key_file: Path
+    bind_address: str = "127.0.0.1"
+    secure_port: int = 6443  # 0: pick a free port
+    client_ca_file: Path | None = None
+    requestheader_client_ca_file: Path | None = None
+    requestheader_allowed_names: tuple[str, ...] = ()
+    requestheader_username_headers: tuple[str, ...] = DEFAULT_USERNAME_HEADERS
+    requestheader_group_headers: tuple[str, ...] = DEFAULT_GROUP_HEADERS
+    requestheader_extra_headers_prefix: tuple[str, ...] = DEFAULT_EXTRA_HEADERS_PREFIX
+    requestheader_uid_headers: tuple[str, ...] = DEFAULT_UID_HEADERS
+    anonymous_auth: bool = True
+    token_auth_file: Path | None = None
+    request_log: Path | None = None
+
+
+class Address(NamedTuple):
+    host: str
+    port: int
+
+
+def build_authentication(config: EmulatorConfig) -> AuthenticationChain:
+    """The authenticator chain kube-apiserver would build from these flags."""
+    requestheader_ca = None
+    requestheader = None
+    if config.requestheader_client_ca_file is not None:
+        requestheader_ca = x509verify.CertPool.from_file(config.requestheader_client_ca_file)
+        requestheader = RequestHeaderAuthenticator.new(
+            config.requestheader_username_headers,
+            config.requestheader_uid_headers,
+            config.requestheader_group_headers,
+            config.requestheader_extra_headers_prefix,
+        )
+    client_ca = (
+        x509verify.CertPool.from_file(config.client_ca_file)
+        if config.client_ca_file is not None
+        else None
+    )
+    tokens = load_token_file(config.token_auth_file) if config.token_auth_file else None
+    return build_chain(
+        requestheader_client_ca=requestheader_ca,
+        requestheader_allowed_names=config.requestheader_allowed_names,
+        requestheader=requestheader,
+        client_ca=client_ca,
+        tokens=tokens,
+        anonymous=config.anonymous_auth,
+    )
+
+
+class _TLSRaw(io.RawIOBase):
+    """A pyOpenSSL connection as a readable raw stream (EOF on close_notify or a dead peer)."""
+
+    def __init__(self, conn: SSL.Connection) -> None:
+        self._conn = conn
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            return self._conn.recv_into(buffer)
+        except SSL.ZeroReturnError:
+            return 0
+        except (SSL.SysCallError, SSL.Error, OSError):
+            # Abrupt disconnects and "unexpected eof" look the same to a request reader.
+            return 0
+
+
+@dataclass(eq=False)  # identity semantics: kept in a set of live connections
+class _ConnState:
+    sock: socket.socket
+    remote: str
+    conn: SSL.Connection | None = None
+    peer_chain: list[x509.Certificate] = field(default_factory=list)
+    alpn: str | None = None
+    tls_version: str | None = None
+
+
+class EmulatorServer:
+    """An emulated kube-apiserver; run in-process with `start()` / `stop()` or as a context."""
+
+    def __init__(self, config: EmulatorConfig, *, api: API | None = None) -> None:
+        self.config = config
+        self.authentication = build_authentication(config)
+        self.request_log = RequestLog(config.request_log)
+        self._api = api
+        self._ctx = self._tls_context()
+        self._listener: socket.socket | None = None
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._conns: set[_ConnState] = set()
+        self._lock = threading.Lock()
+        self.address: Address | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> Address:
+        """Bind, listen and serve in background threads; returns the bound host and port."""
+        family = socket.AF_INET6 if ":" in self.config.bind_address else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((self.config.bind_address, self.config.secure_port))
+        listener.listen(128)
+        self._listener = listener
+        host, port = listener.getsockname()[:2]
+        self.address = Address(host, port)
+        if self._api is None:
+            self._api = API(server_address=f"{host}:{port}")
+        thread = threading.Thread(target=self._accept_loop, name="emulator-accept", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        return self.address
+
+    def stop(self) -> None:
+        """Stop accepting, cut every open connection, wait briefly for the threads."""
+        self._stopping.set()
+        if self._listener is not None:
+            self._listener.close()
+        with self._lock:
+            conns = list(self._conns)
+        for state in conns:
+            with contextlib.suppress(OSError):
+                state.sock.shutdown(socket.SHUT_RDWR)
+        for thread in list(self._threads):
+            if thread is not threading.current_thread():
+                thread.join(timeout=2)
+        self.request_log.close()
+
+    def __enter__(self) -> EmulatorServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def host(self) -> str:
+        assert self.address is not None, "not started"
+        return self.address.host
+
+    @property
+    def port(self) -> int:
+        assert self.address is not None, "not started"
+        return self.address.port
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"https://{host}:{self.port}"
+
+    def records(self) -> list[RequestLogRecord]:
+        """The request log so far (in memory, whether or not a log file is configured)."""
+        return self.request_log.records()
+
+    # -- TLS ---------------------------------------------------------------------------------
+
+    def _tls_context(self) -> SSL.Context:
+        cfg = self.config
+        ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+        ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+        ctx.use_certificate_chain_file(str(cfg.tls_cert_file))
+        ctx.use_privatekey_file(str(cfg.tls_private_key_file))
+        ctx.check_privatekey()
+        # RequestClientCert: ask, never refuse. Verification is the authenticators' job.
+        ctx.set_verify(SSL.VERIFY_PEER, lambda *_: True)
+        for ca_file in (cfg.client_ca_file, cfg.requestheader_client_ca_file):
+            if ca_file is not None:
+                for ca in x509verify.parse_certs_pem(Path(ca_file).read_bytes()):
+                    ctx.add_client_ca(ca)
+        # Without resumption every connection carries its peer chain; OpenSSL does not keep the
+        # intermediates across resumed sessions.
+        ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+        ctx.set_options(SSL.OP_NO_TICKET)
+        ctx.set_session_id(b"kube-apiserver-emulator")
+        ctx.set_alpn_select_callback(self._select_alpn)
+        return ctx
+
+    @staticmethod
+    def _select_alpn(_conn: SSL.Connection, offered: list[bytes]) -> bytes:
+        if b"http/1.1" in offered:
+            return b"http/1.1"
+        return SSL.NO_OVERLAPPING_PROTOCOLS  # type: ignore[return-value]
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(self._listener, selectors.EVENT_READ)
+            while not self._stopping.is_set():
+                try:
+                    if not sel.select(timeout=0.1):
+                        continue
+                    sock, addr = self._listener.accept()
+                except OSError:
+                    if self._stopping.is_set():
+                        return
+                    continue
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                state = _ConnState(sock=sock, remote=f"{addr[0]}:{addr[1]}")
+                with self._lock:
+                    self._conns.add(state)
+                    self._threads = [t for t in self._threads if t.is_alive()]
+                    thread = threading.Thread(
+                        target=self._serve_connection,
+                        args=(state,),
+                        name=f"emulator-conn-{state.remote}",
+                        daemon=True,
+                    )
+                    self._threads.append(thread)
+                thread.start()
+
+    def _serve_connection(self, state: _ConnState) -> None:
+        try:
+            conn = SSL.Connection(self._ctx, state.sock)
+            conn.set_accept_state()
+            state.conn = conn
+            try:
+                conn.do_handshake()
+            except (SSL.Error, OSError) as e:
+                log.debug("TLS handshake with %s failed: %s", state.remote, e)
+                return
+            state.peer_chain = _peer_chain(conn)
+            alpn = conn.get_alpn_proto_negotiated()
+            state.alpn = alpn.decode() if alpn else None
+            state.tls_version = conn.get_protocol_version_name()
+            self._serve_http11(state, conn)
+        except Exception:  # one broken connection must not take the server down
+            if not self._stopping.is_set():
+                log.exception("connection from %s failed", state.remote)
+        finally:
+            _close(state)
+            with self._lock:
+                self._conns.discard(state)
+
+    def _serve_http11(self, state: _ConnState, conn: SSL.Connection) -> None:
+        reader = io.BufferedReader(_TLSRaw(conn), 65536)
+        while not self._stopping.is_set():
+            try:
+                req = http11.read_request(reader)
+                if req is None:
+                    return
+                if (req.header("Expect") or "").lower() == "100-continue":
+                    conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+                req.body = http11.read_body(reader, req)
+            except http11.BadRequest as e:
+                _send(conn, http11.bad_request_response(e))
+                return
+            except (http11.ClientGone, SSL.Error, OSError):
+                return
+            keep_alive = http11.wants_keep_alive(req)
+            response = self.handle(req, state)
+            if not self._write_response(state, conn, req, response, keep_alive):
+                return
+            if not keep_alive:
+                return
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def handle(self, req: Request, state: _ConnState | None = None) -> Response:
+        """Authenticate, dispatch, add the headers every apiserver response has, and log."""
+        peer_chain: Sequence[x509.Certificate] = state.peer_chain if state else ()
+        result = self.authentication.authenticate(req.headers, peer_chain, req.path)
+        if result.user is None:
+            response = unauthorized_response()
+        else:
+            assert self._api is not None
+            inner = Request(req.method, req.target, req.http_version, result.headers, req.body)
+            response = self._api.handle(inner, result.user)
+        # WithAuditInit and WithCacheControl (k8s.io/apiserver pkg/server/config.go handler chain)
+        names = {n.lower() for n, _ in response.headers}
+        if "audit-id" not in names:
+            response.headers.append(("Audit-Id", str(uuid.uuid4())))
+        if "cache-control" not in names:
+            response.headers.append(("Cache-Control", "no-cache, private"))
+        self.request_log.append(_record(req, state, result, response.status))
+        return response
+
+    def _write_response(
+        self,
+        state: _ConnState,
+        conn: SSL.Connection,
+        req: Request,
+        response: Response,
+        keep_alive: bool,
+    ) -> bool:
+        """Send one response; False when the connection must not be reused."""
+        head_only = req.method == "HEAD"
+        http10 = req.http_version == "HTTP/1.0"
+        if response.stream is None:
+            body = response.body
+            chunked = len(body) > http11.CHUNKING_THRESHOLD and not http10 and not head_only
+            head = http11.response_head(
+                response.status,
+                response.headers,
+                content_length=None if chunked else len(body),
+                chunked=chunked,
+                close=not keep_alive,
+            )
+            if head_only:
+                payload = head
+            elif chunked:
+                pieces = [
+                    http11.chunk(body[i : i + http11.CHUNKING_THRESHOLD])
+                    for i in range(0, len(body), http11.CHUNKING_THRESHOLD)
+                ]
+                payload = head + b"".join(pieces) + http11.LAST_CHUNK
+            else:
+                payload = head + body
+            return _send(conn, payload)
+        # Streams: chunked on HTTP/1.1; HTTP/1.0 has no framing, so the close ends the body.
+        head = http11.response_head(
+            response.status,
+            response.headers,
+            content_length=None,
+            chunked=not http10,
+            close=not keep_alive or http10,
+        )
+        if not _send(conn, head + (self._frame(response.body, http10) if response.body else b"")):
+            return False
+        for item in response.stream:
+            if isinstance(item, Hold):
+                if not self._hold(state, item.seconds):
+                    return False
+                continue
+            if item and not _send(conn, self._frame(item, http10)):
+                return False
+        if http10:
+            return False
+        return _send(conn, http11.LAST_CHUNK)
+
+    @staticmethod
+    def _frame(data: bytes, http10: bool) -> bytes:
+        return data if http10 else http11.chunk(data)
+
+    def _hold(self, state: _ConnState, seconds: float | None) -> bool:
+        """Keep a streaming response open; False if the client went away or we are stopping."""
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while not self._stopping.is_set():
+            if deadline is not None and time.monotonic() >= deadline:
+                return True
+            try:
+                readable, _, _ = select.select([state.sock], [], [], 0.1)
+            except (OSError, ValueError):
+                return False
+            if readable:
+                # Mid-response a client only sends something to close (or to break HTTP/1.1
+                # ordering); either way this connection is done.
+                return False
+        return False
+
+
+def _peer_chain(conn: SSL.Connection) -> list[x509.Certificate]:
+    """`tls.ConnectionState.PeerCertificates`: leaf first, then what the client sent with it."""
+    leaf = conn.get_peer_certificate(as_cryptography=True)
+    if leaf is None:
+        return []
+    rest = conn.get_peer_cert_chain(as_cryptography=True) or []
+    # On the server side OpenSSL leaves the leaf out of the chain; guard anyway.
+    if rest and rest[0] == leaf:
+        rest = rest[1:]
+    return [leaf, *rest]
+
+
+def _send(conn: SSL.Connection, data: bytes) -> bool:
+    try:
+        conn.sendall(data)
+    except (SSL.Error, OSError):
+        return False
+    return True
+
+
+def _close(state: _ConnState) -> None:
+    if state.conn is not None:
+        with contextlib.suppress(SSL.Error, OSError):
+            state.conn.shutdown()
+    with contextlib.suppress(OSError):
+        state.sock.close()
+
+
+def _user_record(result: AuthenticationResult) -> UserRecord | None:
+    if result.user is None:
+        return None
+    u = result.user
+    return {
+        "username": u.name,
+        "uid": u.uid,
+        "groups": list(u.groups),
+        "extra": {k: list(v) for k, v in sorted(u.extra.items())},
+    }
+
+
+def _record(
+    req: Request, state: _ConnState | None, result: AuthenticationResult, status: int
+) -> RequestLogRecord:
+    peer = state.peer_chain if state else []
+    auth: AuthenticationRecord = {
+        "authenticated": result.user is not None,
+        "authenticator": result.authenticator,
+        "user": _user_record(result),
+        "error": result.error,
+    }
+    return {
+        "time": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "remote_addr": state.remote if state else "",
+        "tls_version": state.tls_version if state else None,
+        "alpn": state.alpn if state else None,
+        "method": req.method,
+        "path": req.target,
+        "http_version": req.http_version,
+        "headers": [[n, v] for n, v in req.headers],
+        "body_length": len(req.body),
+        "peer_cert_cn": x509verify.common_name(peer[0]) if peer else None,
+        "peer_chain_len": len(peer),
+        "authentication": auth,
+        "status": status,
+    }
+
+
+def serve_forever(
+    config: EmulatorConfig,
+    *,
+    on_ready: Callable[[Address], None] | None = None,
+) -> None:
+    """Run until interrupted (the CLI's main loop)."""
+    server = EmulatorServer(config)
+    address = server.start()
+    if on_ready is not None:
+        on_ready(address)
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        server.stop()
