@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from .basic_auth import MalformedCredentials, parse_basic
+from .credential_cache import CredentialCache
 from .htpasswd import Htpasswd
 from .identity import Identity, IdentityHeaderWriter
 
@@ -31,8 +32,10 @@ class BasicLogin:
         htpasswd: Htpasswd,
         users: Mapping[str, Identity],
         writer: IdentityHeaderWriter,
+        cache: CredentialCache,
     ) -> None:
         self.htpasswd = htpasswd
+        self.cache = cache
         # A user that logs in but is not in users.yaml gets its name and no groups.
         self.identities = {u: users.get(u) or Identity(user=u) for u in htpasswd.users()}
         self._lines = {u: writer.lines_for(i) for u, i in self.identities.items()}
@@ -44,12 +47,10 @@ class BasicLogin:
             return Outcome(None, reason=str(e))
         if credentials is None:
             return Outcome(None, reason="no credentials")
-        user = credentials.username
-        # bcrypt takes a good fraction of a second: keep it off the event loop.
-        ok = await asyncio.to_thread(self.htpasswd.verify, user, credentials.password)
-        if not ok:
-            known = self.htpasswd.hash_of(user) is not None
-            return Outcome(
-                None, reason="wrong password" if known else "unknown user", claimed_user=user
-            )
+        user, password = credentials.username, credentials.password
+        hashed = self.htpasswd.hash_of(user)
+        verify = partial(self.htpasswd.verify, user, password)
+        if not await self.cache.check(user, password, hashed, verify):
+            reason = "unknown user" if hashed is None else "wrong password"
+            return Outcome(None, reason=reason, claimed_user=user)
         return Outcome(self.identities[user], self._lines[user], claimed_user=user)

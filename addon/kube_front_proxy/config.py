@@ -55,6 +55,8 @@ class Settings:
     htpasswd: FileRef
     users: FileRef | None
     realm: str
+    cache_ttl: float
+    cache_max_entries: int
 
 
 def load_settings(path: Path) -> Settings:
@@ -85,6 +87,14 @@ def load_settings(path: Path) -> Settings:
     realm = authn.string("realm", "kubernetes")
     if not realm or any(c in realm for c in '"\\') or not realm.isprintable():
         raise authn.error("realm", "must be printable text without quotes or backslashes")
+    cache = authn.section("cache")
+    cache_ttl = cache.integer("ttl_seconds", 300)
+    cache_max_entries = cache.integer("max_entries", 10000)
+    if cache_ttl < 0:
+        raise cache.error("ttl_seconds", "must be 0 (no cache) or more")
+    if cache_max_entries < 1:
+        raise cache.error("max_entries", "must be at least 1")
+    cache.finish()
     authn.finish()
 
     root.finish()
@@ -99,6 +109,8 @@ def load_settings(path: Path) -> Settings:
         htpasswd=htpasswd,
         users=users,
         realm=realm,
+        cache_ttl=cache_ttl,
+        cache_max_entries=cache_max_entries,
     )
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .authentication import BasicLogin
 from .config import Settings, load_settings
+from .credential_cache import CredentialCache
 from .htpasswd import Htpasswd
 from .identity import IdentityHeaderWriter
 from .tls import ServingTLS, UpstreamTLS, read_certificates, read_key_pair
@@ -33,7 +34,8 @@ def build_runtime(config_file: Path) -> Runtime:
     settings = load_settings(config_file)
     writer = IdentityHeaderWriter(settings.header_names)
     users = load_users(settings.users, settings.header_names)
-    login = BasicLogin(Htpasswd(settings.htpasswd), users, writer)
+    cache = CredentialCache(settings.cache_ttl, settings.cache_max_entries)
+    login = BasicLogin(Htpasswd(settings.htpasswd), users, writer, cache)
     serving = ServingTLS(read_key_pair(settings.serving_cert, settings.serving_key))
     up = settings.upstream
     upstream = UpstreamTLS(
