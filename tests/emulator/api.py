@@ -552,6 +552,10 @@ class API:
         match = re.fullmatch(r"/apis/([^/]+)/?", path)
         if match and match.group(1) in API_GROUPS:
             return json_response(200, {"kind": "APIGroup", **self._api_group(match.group(1))})
+        match = re.fullmatch(r"/apis/([^/]+)/([^/]+)/?", path)
+        if match and match.group(2) in API_GROUPS.get(match.group(1), {}):
+            group, version = match.groups()
+            return self._resource_list(f"{group}/{version}", API_GROUPS[group][version])
         if path.startswith(("/api/", "/apis/")):
             return status_response(status.path_not_found())
         return text_not_found()

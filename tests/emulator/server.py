@@ -214,9 +214,15 @@ class EmulatorServer:
         cfg = self.config
         ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
         ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
-        ctx.use_certificate_chain_file(str(cfg.tls_cert_file))
-        ctx.use_privatekey_file(str(cfg.tls_private_key_file))
-        ctx.check_privatekey()
+        try:
+            ctx.use_certificate_chain_file(str(cfg.tls_cert_file))
+            ctx.use_privatekey_file(str(cfg.tls_private_key_file))
+            ctx.check_privatekey()
+        except SSL.Error as e:
+            raise ValueError(
+                f"cannot load serving certificate {cfg.tls_cert_file} with key"
+                f" {cfg.tls_private_key_file}: {e}"
+            ) from e
         # RequestClientCert: ask, never refuse. Verification is the authenticators' job.
         ctx.set_verify(SSL.VERIFY_PEER, lambda *_: True)
         for ca_file in (cfg.client_ca_file, cfg.requestheader_client_ca_file):
