@@ -437,7 +437,7 @@ def test_keep_alive_and_connection_close(server: EmulatorServer, pki: EmulatorPK
 def test_malformed_request_gets_go_style_400(server: EmulatorServer, pki: EmulatorPKI) -> None:
     reply = _raw_exchange(server, pki, b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: v\r\n\r\n")
     assert reply.startswith(b"HTTP/1.1 400 Bad Request\r\n")
-    assert reply.endswith(b"400 Bad Request: invalid header name")
+    assert reply.endswith(b"\r\n\r\n400 Bad Request")
     reply = _raw_exchange(server, pki, b"GET / HTTP/1.1\r\n\r\n")
     assert reply.endswith(b"400 Bad Request: missing required Host header")
 

@@ -149,13 +149,16 @@ _METHOD_VERBS = {
 def _is_watch(query: Mapping[str, Sequence[str]]) -> bool:
     # apimachinery's string->bool conversion: anything but "false"/"0" is true, even "".
     values = query.get("watch")
-    return bool(values) and values is not None and values[0].lower() not in ("false", "0")
+    if not values:
+        return False
+    return values[0].lower() not in ("false", "0")
 
 
 def request_info(method: str, path: str, query: Mapping[str, Sequence[str]]) -> RequestInfo:
     """`NewRequestInfo` for the "api" (groupless) and "apis" prefixes."""
     non_resource = RequestInfo(False, path, method.lower())
-    parts = [p for p in path.strip("/").split("/")] if path.strip("/") else []
+    trimmed = path.strip("/")
+    parts = trimmed.split("/") if trimmed else []
     if len(parts) < 3 or parts[0] not in ("api", "apis"):
         return non_resource
     prefix, parts = parts[0], parts[1:]
@@ -185,17 +188,17 @@ def request_info(method: str, path: str, query: Mapping[str, Sequence[str]]) -> 
     if not name and verb == "delete":
         verb = "deletecollection"
     return RequestInfo(
-        True,
-        path,
-        verb,
-        prefix,
-        group,
-        version,
-        namespace,
-        resource,
-        subresource,
-        name,
-        tuple(parts),
+        is_resource_request=True,
+        path=path,
+        verb=verb,
+        api_prefix=prefix,
+        api_group=group,
+        api_version=version,
+        namespace=namespace,
+        resource=resource,
+        subresource=subresource,
+        name=name,
+        parts=tuple(parts),
     )
 
 

@@ -30,11 +30,17 @@ _REQUEST_LINE = re.compile(rb"([^ ]+) ([^ ]+) (HTTP/\d\.\d)")
 
 
 class BadRequest(Exception):
-    """A request Go's server would refuse; str() is the text after `400 Bad Request: `."""
+    """A request Go's server refuses before any handler runs.
 
-    def __init__(self, reason: str = "", code: int = 400) -> None:
+    `public` reasons are Go's `badRequestError`s, which it appends to the body
+    (`400 Bad Request: missing required Host header`); parse errors from net/textproto and the
+    like are not, and the body is just `400 Bad Request`.
+    """
+
+    def __init__(self, reason: str = "", *, code: int = 400, public: bool = False) -> None:
         super().__init__(reason)
         self.code = code
+        self.public = public
 
 
 class ClientGone(Exception):
@@ -102,9 +108,9 @@ def read_request(reader: BinaryIO) -> Request | None:
     )
     hosts = [v for n, v in headers if n.lower() == "host"]
     if req.http_version == "HTTP/1.1" and not hosts:
-        raise BadRequest("missing required Host header")
+        raise BadRequest("missing required Host header", public=True)
     if len(hosts) > 1:
-        raise BadRequest("too many Host headers")
+        raise BadRequest("too many Host headers", public=True)
     return req
 
 
@@ -113,8 +119,7 @@ def read_body(reader: BinaryIO, req: Request) -> bytes:
     encodings = [v for n, v in req.headers if n.lower() == "transfer-encoding"]
     lengths = [v for n, v in req.headers if n.lower() == "content-length"]
     if encodings:
-        if lengths:
-            raise BadRequest("both Transfer-Encoding and Content-Length")
+        # Go (net/http transfer.go) lets chunked win and ignores any Content-Length.
         if [e.lower() for e in encodings] != ["chunked"]:
             raise BadRequest("unsupported transfer encoding", code=501)
         return _read_chunked(reader)
@@ -220,7 +225,9 @@ def bad_request_response(err: BadRequest) -> bytes:
     """Go's canned answer to an unparseable request; the connection is closed after it."""
     phrase = http.HTTPStatus(err.code).phrase
     text = f"{err.code} {phrase}"
-    if str(err) and err.code == 400:
+    if err.code == 501:
+        text = "Unsupported transfer encoding"
+    elif err.public:
         text += f": {err}"
     return (
         f"HTTP/1.1 {err.code} {phrase}\r\n"
