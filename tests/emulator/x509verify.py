@@ -457,7 +457,13 @@ class _ChainBuilder:
     sig_checks: int = 0
 
     def build(self, chain: list[x509.Certificate]) -> list[list[x509.Certificate]]:
-        """Go's `buildChains`, keeping its error precedence."""
+        """Go's `buildChains`, including its error precedence.
+
+        Go keeps one `err` per level that the last candidate to pass its signature check
+        overwrites (validity failure, or the result of recursing through an intermediate). So an
+        expired or path-length-violating CA surfaces as that error itself, while a candidate that
+        fails only its signature check leaves just a hint for `UnknownAuthorityError`.
+        """
         cert = chain[-1]
         chains: list[list[x509.Certificate]] = []
         err: VerifyError | None = None
@@ -474,11 +480,18 @@ class _ChainBuilder:
                 return
             try:
                 _check_signature_from(cert, candidate)
-                _is_valid(candidate, cert_type, chain, self.opts)
             except VerifyError as e:
                 if hint_err is None:
                     hint_err, hint_cert = e, candidate
                 return
+            try:
+                _is_valid(candidate, cert_type, chain, self.opts)
+            except VerifyError as e:
+                err = e
+                if hint_err is None:
+                    hint_err, hint_cert = e, candidate
+                return
+            err = None
             if cert_type == _ROOT:
                 chains.append([*chain, candidate])
                 return
