@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
-.venv/bin/ruff check addon certs tests
-.venv/bin/ruff format --check addon certs tests
+.venv/bin/ruff check addon certs tests bench
+.venv/bin/ruff format --check addon certs tests bench
 .venv/bin/mypy addon
 .venv/bin/python -m pytest "$@"
