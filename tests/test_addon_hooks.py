@@ -8,10 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kube_front_proxy.addon import K8sAuth
 from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow
+
+from kube_front_proxy.addon import K8sAuth
 
 from .conftest import htpasswd_add
 from .support import proxy_config, write_yaml

@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 
 import pytest
+
 from kube_front_proxy.basic_auth import Credentials, MalformedCredentials, parse_basic
 
 

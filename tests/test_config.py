@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from kube_front_proxy.errors import ConfigError
 from kube_front_proxy.runtime import build_runtime
 

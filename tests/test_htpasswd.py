@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from kube_front_proxy.config import FileRef
 from kube_front_proxy.errors import ConfigError
 from kube_front_proxy.htpasswd import Htpasswd

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from mitmproxy.http import Headers
+
 from kube_front_proxy.identity import (
     HeaderNames,
     Identity,
@@ -10,7 +12,6 @@ from kube_front_proxy.identity import (
     escape_extra_key,
     is_token,
 )
-from mitmproxy.http import Headers
 
 ALICE = Identity(
     user="alice",

@@ -18,6 +18,7 @@ from . import error_pages
 from .errors import ConfigError
 from .runtime import Runtime, build_runtime
 from .status import status_response, unauthorized
+from .streaming import must_stream
 
 logger = logging.getLogger("kube_front_proxy")
 
@@ -138,6 +139,10 @@ class K8sAuth:
             flow.response = unauthorized(runtime.settings.realm)
             return
         runtime.writer.apply(flow.request.headers, outcome.lines)
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response and must_stream(flow.request, flow.response):
+            flow.response.stream = True
 
     def error(self, flow: http.HTTPFlow) -> None:
         if flow.error:

@@ -1,0 +1,94 @@
+"""Watches and followed logs are passed on as they arrive, not buffered until they end."""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mitmproxy.test import tutils
+
+from kube_front_proxy.streaming import must_stream
+
+from .e2e import Emulator, Proxy, start_emulator, start_proxy_for
+from .support import KUBECTL
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "expected"),
+    [
+        ("/api/v1/pods?watch=true", {"content-length": "10"}, True),
+        ("/api/v1/pods?watch=1", {"content-length": "10"}, True),
+        ("/api/v1/namespaces/d/pods/p/log?follow=true", {"content-length": "10"}, True),
+        ("/api/v1/pods?watch=false", {"content-length": "10"}, False),
+        ("/api/v1/pods", {"content-length": "10"}, False),
+        ("/api/v1/pods", {"transfer-encoding": "chunked"}, True),
+    ],
+)
+def test_must_stream(path: str, headers: dict[str, str], expected: bool) -> None:
+    request = tutils.treq(path=path.encode())
+    response = tutils.tresp(headers=tuple((k.encode(), v.encode()) for k, v in headers.items()))
+    assert must_stream(request, response) is expected
+
+
+@pytest.fixture(scope="module")
+def emulator(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    emu = start_emulator(pki, tmp_path_factory.mktemp("emulator"))
+    yield emu
+    emu.process.stop()
+
+
+@pytest.fixture(scope="module")
+def proxy(
+    pki: Path, emulator: Emulator, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Proxy]:
+    p = start_proxy_for(pki, tmp_path_factory.mktemp("proxy"), emulator.port)
+    yield p
+    p.process.stop()
+
+
+def read_until(proc: subprocess.Popen[bytes], needle: bytes, timeout: float) -> bytes:
+    """What a never-ending command printed, up to needle; fails if it does not come in time."""
+    assert proc.stdout
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while needle not in seen:
+        remaining = deadline - time.monotonic()
+        ready, _, _ = select.select([proc.stdout], [], [], max(remaining, 0))
+        if not ready:
+            raise AssertionError(f"{needle!r} not received within {timeout} s; got {seen!r}")
+        chunk = os.read(proc.stdout.fileno(), 65536)
+        if not chunk:
+            raise AssertionError(f"stream ended before {needle!r}; got {seen!r}")
+        seen += chunk
+    return seen
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("get", "--raw", "/api/v1/namespaces/default/pods?watch=true"),
+        ("logs", "-f", "nginx-1"),
+    ],
+    ids=["watch", "logs-follow"],
+)
+def test_never_ending_responses_reach_kubectl_as_they_arrive(
+    proxy: Proxy, args: tuple[str, ...]
+) -> None:
+    kubeconfig = proxy.kubeconfig("alice")
+    proc = subprocess.Popen(
+        [KUBECTL, "--kubeconfig", str(kubeconfig), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        needle = b'"name":"nginx-2"' if "--raw" in args else b"nginx-1 ready"
+        read_until(proc, needle, timeout=10)
+        # Still open: the API server has not ended the response, and neither has the proxy.
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
