@@ -141,7 +141,7 @@ class K8sAuth:
         runtime.writer.apply(flow.request.headers, outcome.lines)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.response and must_stream(flow.request, flow.response):
+        if flow.response and must_stream(flow.response):
             flow.response.stream = True
 
     def error(self, flow: http.HTTPFlow) -> None:
