@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mitmproxy import exceptions
+from mitmproxy.addons.block import Block
 from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow
@@ -29,7 +31,7 @@ def addon(tmp_path: Path, pki: Path) -> Iterator[K8sAuth]:
     write_yaml(tmp_path / "users.yaml", {"users": {"alice": {"groups": ["dev"]}}})
     config = write_yaml(tmp_path / "config.yaml", proxy_config(pki, 6443, 18443))
     k8s_auth = K8sAuth()
-    with taddons.context(Proxyserver(), k8s_auth) as tctx:
+    with taddons.context(Proxyserver(), Block(), k8s_auth) as tctx:
         tctx.configure(k8s_auth, k8s_auth_config=str(config))
         yield k8s_auth
 
@@ -127,3 +129,17 @@ async def test_passwords_never_logged(addon: K8sAuth, caplog: pytest.LogCaptureF
     assert "wrong password" in caplog.text
     # An unknown user name is logged as claimed (it is not a secret of a real account).
     assert "unknown user" in caplog.text
+
+
+async def test_the_config_decides_the_mitmproxy_options(addon: K8sAuth) -> None:
+    from mitmproxy import ctx
+
+    assert addon.runtime
+    assert ctx.options.mode == [addon.runtime.mode]
+    assert ctx.options.connection_strategy == "lazy"
+    # Clients come from anywhere, and every request must log in: mitmproxy's guard for open
+    # forward proxies would refuse them.
+    assert ctx.options.block_global is False
+    for change in ({"mode": ["regular"]}, {"connection_strategy": "eager"}, {"block_global": True}):
+        with pytest.raises(exceptions.OptionsError, match="cannot be changed"):
+            ctx.options.update(**change)

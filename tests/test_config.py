@@ -58,6 +58,7 @@ def test_invalid_yaml(tmp_path: Path) -> None:
         ({"bogus": 1}, "bogus", "unknown key"),
         ({"listen": {"port": "8443"}}, "listen.port", "must be an integer, not a string"),
         ({"listen": {"port": 70000}}, "listen.port", "between 1 and 65535"),
+        ({"listen": {"allow_public_clients": "yes"}}, "listen.allow_public_clients", "true or"),
         ({"upstream": {"servers": "https://x"}}, "upstream.servers", "must be a list"),
         ({"upstream": {"servers": ["http://x:6443"]}}, "upstream.servers[0]", "https://"),
         ({"upstream": {"servers": []}}, "upstream.servers", "missing"),

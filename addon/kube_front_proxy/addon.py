@@ -22,16 +22,6 @@ from .streaming import must_stream
 
 logger = logging.getLogger("kube_front_proxy")
 
-# mitmproxy options this addon owns. Verification of the API server is not among them: the
-# addon builds the upstream TLS connection itself, so ssl_insecure cannot turn it off.
-_OWNED_OPTIONS = {
-    # Connect upstream when a request arrives, so a failure becomes a 502 for that request
-    # instead of a silently closed client connection.
-    "connection_strategy": "lazy",
-    "keep_host_header": False,
-}
-
-
 class K8sAuth:
     """Authenticating front proxy for kube-apiserver (requestheader authentication)."""
 
@@ -61,23 +51,22 @@ class K8sAuth:
                 raise exceptions.OptionsError(f"kube-front-proxy: {e}") from None
             self.runtime = runtime
             self._mode = ProxyMode.parse(runtime.mode)
-            ctx.options.update(mode=[runtime.mode], **_OWNED_OPTIONS)
+            ctx.options.update(**runtime.mitmproxy_options)
             logger.info(
                 "kube-front-proxy: %s users, forwarding to %s",
                 len(runtime.login.identities),
                 runtime.settings.upstream.url,
             )
-        elif self.runtime and updated & ({"mode"} | set(_OWNED_OPTIONS)):
+        elif self.runtime and updated & set(self.runtime.mitmproxy_options):
             self._refuse_changes_to_owned_options(self.runtime)
 
     def _refuse_changes_to_owned_options(self, runtime: Runtime) -> None:
-        changed = ctx.options.mode != [runtime.mode] or any(
-            getattr(ctx.options, k) != v for k, v in _OWNED_OPTIONS.items()
-        )
+        owned = runtime.mitmproxy_options
+        changed = sorted(k for k, v in owned.items() if getattr(ctx.options, k) != v)
         if changed:
             raise exceptions.OptionsError(
-                "kube-front-proxy: mode, connection_strategy and keep_host_header "
-                "come from k8s_auth_config and cannot be changed"
+                f"kube-front-proxy: {', '.join(changed)} come(s) from k8s_auth_config "
+                f"and cannot be changed; owned options: {', '.join(sorted(owned))}"
             )
 
     async def running(self) -> None:

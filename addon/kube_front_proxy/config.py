@@ -48,6 +48,7 @@ class Settings:
     file: Path
     listen_host: str
     listen_port: int
+    allow_public_clients: bool
     serving_cert: FileRef
     serving_key: FileRef
     upstream: Upstream
@@ -70,6 +71,7 @@ def load_settings(path: Path) -> Settings:
     listen_port = listen.integer("port", 8443)
     if not 0 < listen_port < 65536:
         raise listen.error("port", f"must be between 1 and 65535, not {listen_port}")
+    allow_public_clients = listen.boolean("allow_public_clients", True)
     listen.finish()
 
     serving = root.section("serving", required=True)
@@ -102,6 +104,7 @@ def load_settings(path: Path) -> Settings:
         file=path,
         listen_host=listen_host,
         listen_port=listen_port,
+        allow_public_clients=allow_public_clients,
         serving_cert=serving_cert,
         serving_key=serving_key,
         upstream=upstream,

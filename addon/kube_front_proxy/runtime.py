@@ -28,6 +28,20 @@ class Runtime:
         s = self.settings
         return f"reverse:{s.upstream.url}@{s.listen_host}:{s.listen_port}"
 
+    @property
+    def mitmproxy_options(self) -> dict[str, object]:
+        """The mitmproxy options this configuration decides; the addon owns them."""
+        return {
+            "mode": [self.mode],
+            # Connect upstream when a request arrives, so that a failure becomes a 502 for
+            # that request instead of a silently closed client connection.
+            "connection_strategy": "lazy",
+            "keep_host_header": False,
+            # mitmproxy kills clients from public addresses so that a forward proxy is not
+            # left open to the internet; every request here must log in first.
+            "block_global": not self.settings.allow_public_clients,
+        }
+
 
 def build_runtime(config_file: Path) -> Runtime:
     """Load config.yaml and every file it names; raises ConfigError on the first problem."""

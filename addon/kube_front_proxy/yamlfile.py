@@ -86,6 +86,14 @@ class Section:
             raise self.error(key, f"must be an integer, not {_kind(value)}")
         return value
 
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._take(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self.error(key, f"must be true or false, not {_kind(value)}")
+        return value
+
     def string_list(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
         value = self._take(key)
         if value is None:
