@@ -22,6 +22,7 @@ from .streaming import must_stream
 
 logger = logging.getLogger("kube_front_proxy")
 
+
 class K8sAuth:
     """Authenticating front proxy for kube-apiserver (requestheader authentication)."""
 
