@@ -60,6 +60,12 @@ async def test_login_sets_identity_and_strips_spoofing(addon: K8sAuth) -> None:
         (b"X-Remote-User", b"alice"),
         (b"X-Remote-Group", b"dev"),
     )
+    assert flow.metadata == {
+        "k8s_user": "alice",
+        "k8s_groups": ["dev"],
+        "k8s_authenticator": "htpasswd",
+    }
+    assert flow.comment == "user alice"
 
 
 @pytest.mark.parametrize(
@@ -82,6 +88,9 @@ async def test_failed_login_is_a_401_status(
     assert flow.response.content == UNAUTHORIZED
     assert flow.response.headers["WWW-Authenticate"] == 'Basic realm="kubernetes"'
     assert flow.response.headers["Content-Type"] == "application/json"
+    # The attempt's credentials do not stay in the flow (mitmweb, saved flow files).
+    assert "Authorization" not in flow.request.headers
+    assert flow.metadata["k8s_refused"]
 
 
 @pytest.mark.parametrize("broken", ["login", "writer"])

@@ -16,6 +16,7 @@ from mitmproxy.proxy.mode_specs import ProxyMode
 
 from . import error_pages
 from .errors import ConfigError
+from .flow_labels import label
 from .runtime import Runtime, build_runtime
 from .status import status_response, unauthorized
 from .streaming import must_stream
@@ -119,7 +120,11 @@ class K8sAuth:
             flow.response = status_response(503, "the proxy is not configured")
             return
         outcome = await runtime.login.authenticate(flow.request.headers.get_all("authorization"))
+        label(flow, outcome)
         if outcome.identity is None:
+            # The attempt's password must not stay in the flow: flows are shown in mitmweb and
+            # saved with -w. (On success the identity headers replace it.)
+            flow.request.headers.pop("authorization", None)
             logger.info(
                 "kube-front-proxy: login refused from %s: %s (user %r)",
                 flow.client_conn.peername[0],

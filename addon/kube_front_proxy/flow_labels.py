@@ -1,0 +1,28 @@
+"""Who a flow belongs to, written onto the flow for mitmweb, saved flow files and filters.
+
+Flow metadata is saved with `-w` and shown in mitmweb, so it carries the identity and never a
+secret. Filter one user's traffic with `~meta "k8s_user: alice$"` (mitmweb's search box, or
+`mitmdump -nr flows.mitm '~meta "k8s_user: alice$"'`), refused logins with `~meta k8s_refused`.
+"""
+
+from __future__ import annotations
+
+from mitmproxy import http
+
+from .authentication import Outcome
+
+AUTHENTICATOR = "htpasswd"
+
+
+def label(flow: http.HTTPFlow, outcome: Outcome) -> None:
+    identity = outcome.identity
+    if identity is None:
+        flow.metadata["k8s_refused"] = outcome.reason
+        if outcome.claimed_user is not None:
+            flow.metadata["k8s_claimed_user"] = outcome.claimed_user
+        flow.comment = f"login refused: {outcome.reason}"
+        return
+    flow.metadata["k8s_user"] = identity.user
+    flow.metadata["k8s_groups"] = list(identity.groups)
+    flow.metadata["k8s_authenticator"] = AUTHENTICATOR
+    flow.comment = f"user {identity.user}"
