@@ -152,3 +152,28 @@ async def test_the_config_decides_the_mitmproxy_options(addon: K8sAuth) -> None:
     for change in ({"mode": ["regular"]}, {"connection_strategy": "eager"}, {"block_global": True}):
         with pytest.raises(exceptions.OptionsError, match="cannot be changed"):
             ctx.options.update(**change)
+
+
+async def test_locked_out_attempts_run_no_hash(
+    addon: K8sAuth, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert addon.runtime
+    htpasswd = addon.runtime.login.htpasswd
+    calls = []
+    real_verify = htpasswd.verify
+
+    def counting(user: str, password: str) -> bool:
+        calls.append(user)
+        return real_verify(user, password)
+
+    monkeypatch.setattr(htpasswd, "verify", counting)
+    for _ in range(addon.runtime.settings.lockout.user_failures):
+        flow = request(addon, basic("alice", "wrong"))
+        await addon.requestheaders(flow)
+        assert flow.response is not None and flow.response.status_code == 401
+    flow = request(addon, basic("alice", "alice-pw"))
+    await addon.requestheaders(flow)
+    assert flow.response is not None and flow.response.status_code == 429
+    assert flow.response.headers["Retry-After"] == "1"
+    assert len(calls) == addon.runtime.settings.lockout.user_failures
+    assert flow.metadata["k8s_refused"] == "locked out"

@@ -70,6 +70,9 @@ def test_invalid_yaml(tmp_path: Path) -> None:
         ({"identity": {"group_headers": ["X Group"]}}, "identity.group_headers[0]", "header name"),
         ({"identity": {"uid_headers": [1]}}, "identity.uid_headers[0]", "must be a string"),
         ({"authn": {"realm": 'a"b'}}, "authn.realm", "quotes"),
+        ({"authn": {"lockout": {"user_failures": 0}}}, "authn.lockout.user_failures", "at least 1"),
+        ({"authn": {"lockout": {"max_secs": 1}}}, "authn.lockout.max_secs", "unknown key"),
+        ({"authn": {"cache": {"ttl_seconds": -1}}}, "authn.cache.ttl_seconds", "0 (no cache)"),
     ],
 )
 def test_config_errors_name_file_and_key(

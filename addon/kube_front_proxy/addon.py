@@ -18,7 +18,7 @@ from . import error_pages
 from .errors import ConfigError
 from .flow_labels import label
 from .runtime import Runtime, build_runtime
-from .status import status_response, unauthorized
+from .status import status_response, too_many_requests, unauthorized
 from .streaming import must_stream
 
 logger = logging.getLogger("kube_front_proxy")
@@ -119,7 +119,9 @@ class K8sAuth:
         if runtime is None or flow.client_conn.proxy_mode != self._mode:
             flow.response = status_response(503, "the proxy is not configured")
             return
-        outcome = await runtime.login.authenticate(flow.request.headers.get_all("authorization"))
+        outcome = await runtime.login.authenticate(
+            flow.request.headers.get_all("authorization"), flow.client_conn.peername[0]
+        )
         label(flow, outcome)
         if outcome.identity is None:
             # The attempt's password must not stay in the flow: flows are shown in mitmweb and
@@ -131,7 +133,10 @@ class K8sAuth:
                 outcome.reason,
                 outcome.claimed_user,
             )
-            flow.response = unauthorized(runtime.settings.realm)
+            if outcome.retry_after > 0:
+                flow.response = too_many_requests(outcome.retry_after)
+            else:
+                flow.response = unauthorized(runtime.settings.realm)
             return
         runtime.writer.apply(flow.request.headers, outcome.lines)
 

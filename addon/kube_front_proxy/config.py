@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .identity import HeaderNames, is_token
+from .lockout import LockoutPolicy
 from .yamlfile import Section, read_mapping
 
 
@@ -58,6 +59,7 @@ class Settings:
     realm: str
     cache_ttl: float
     cache_max_entries: int
+    lockout: LockoutPolicy
 
 
 def load_settings(path: Path) -> Settings:
@@ -97,6 +99,7 @@ def load_settings(path: Path) -> Settings:
     if cache_max_entries < 1:
         raise cache.error("max_entries", "must be at least 1")
     cache.finish()
+    lockout = _lockout(authn.section("lockout"))
     authn.finish()
 
     root.finish()
@@ -114,7 +117,20 @@ def load_settings(path: Path) -> Settings:
         realm=realm,
         cache_ttl=cache_ttl,
         cache_max_entries=cache_max_entries,
+        lockout=lockout,
     )
+
+
+def _lockout(section: Section) -> LockoutPolicy:
+    default = LockoutPolicy()
+    values = {}
+    for key in ("user_failures", "client_failures", "first_seconds", "max_seconds", "max_tracked"):
+        value = section.integer(key, int(getattr(default, key)))
+        if value < 1:
+            raise section.error(key, "must be at least 1")
+        values[key] = value
+    section.finish()
+    return LockoutPolicy(**values)
 
 
 def _file(section: Section, key: str) -> FileRef:

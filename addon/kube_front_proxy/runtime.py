@@ -10,6 +10,7 @@ from .config import Settings, load_settings
 from .credential_cache import CredentialCache
 from .htpasswd import Htpasswd
 from .identity import IdentityHeaderWriter
+from .lockout import Lockout
 from .tls import ServingTLS, UpstreamTLS, read_certificates, read_key_pair
 from .users import load_users
 
@@ -49,7 +50,7 @@ def build_runtime(config_file: Path) -> Runtime:
     writer = IdentityHeaderWriter(settings.header_names)
     users = load_users(settings.users, settings.header_names)
     cache = CredentialCache(settings.cache_ttl, settings.cache_max_entries)
-    login = BasicLogin(Htpasswd(settings.htpasswd), users, writer, cache)
+    login = BasicLogin(Htpasswd(settings.htpasswd), users, writer, cache, Lockout(settings.lockout))
     serving = ServingTLS(read_key_pair(settings.serving_cert, settings.serving_key))
     up = settings.upstream
     upstream = UpstreamTLS(

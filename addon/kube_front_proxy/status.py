@@ -7,6 +7,7 @@ kubectl prints a clean error instead of an HTML page.
 from __future__ import annotations
 
 import json
+import math
 
 from mitmproxy import http
 
@@ -24,16 +25,20 @@ REASONS = {
 }
 
 
-def status_body(code: int, message: str, reason: str | None = None) -> bytes:
-    status = {
+def status_body(
+    code: int, message: str, reason: str | None = None, details: dict[str, object] | None = None
+) -> bytes:
+    status: dict[str, object] = {
         "kind": "Status",
         "apiVersion": "v1",
         "metadata": {},
         "status": "Failure",
         "message": message,
         "reason": reason or REASONS.get(code, "InternalError"),
-        "code": code,
     }
+    if details:
+        status["details"] = details
+    status["code"] = code
     return json.dumps(status, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
 
@@ -49,4 +54,15 @@ def unauthorized(realm: str) -> http.Response:
     """401 with the API server's own body, plus the Basic challenge kubectl expects."""
     response = status_response(401, "Unauthorized")
     response.headers["WWW-Authenticate"] = f'Basic realm="{realm}"'
+    return response
+
+
+def too_many_requests(retry_after: float) -> http.Response:
+    """429 as the API server sends it; client-go waits Retry-After seconds and retries."""
+    seconds = max(1, math.ceil(retry_after))
+    body = status_body(
+        429, "too many failed logins, try again later", details={"retryAfterSeconds": seconds}
+    )
+    response = http.Response.make(429, body, status_headers())
+    response.headers["Retry-After"] = str(seconds)
     return response
