@@ -61,6 +61,14 @@ class CertKey:
         return cert_path, key_path
 
 
+def load(cert: Path, key: Path) -> CertKey:
+    """Read back a pair written by CertKey.write (to sign more certificates with a CA)."""
+    private_key = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    if not isinstance(private_key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{key}: not an EC private key")
+    return CertKey(x509.load_pem_x509_certificate(cert.read_bytes()), private_key)
+
+
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 

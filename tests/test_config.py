@@ -73,6 +73,7 @@ def test_invalid_yaml(tmp_path: Path) -> None:
         ({"authn": {"lockout": {"user_failures": 0}}}, "authn.lockout.user_failures", "at least 1"),
         ({"authn": {"lockout": {"max_secs": 1}}}, "authn.lockout.max_secs", "unknown key"),
         ({"authn": {"cache": {"ttl_seconds": -1}}}, "authn.cache.ttl_seconds", "0 (no cache)"),
+        ({"reload": {"interval_seconds": -1}}, "reload.interval_seconds", "0 (no reload)"),
     ],
 )
 def test_config_errors_name_file_and_key(

@@ -7,6 +7,7 @@ mitmproxy forwards a request whose hook raised (fail open); this proxy must fail
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from mitmproxy.proxy.mode_specs import ProxyMode
 from . import error_pages
 from .errors import ConfigError
 from .flow_labels import label
+from .reload import Reloader
 from .runtime import Runtime, build_runtime
 from .status import status_response, too_many_requests, unauthorized
 from .streaming import must_stream
@@ -30,6 +32,7 @@ class K8sAuth:
     def __init__(self) -> None:
         self.runtime: Runtime | None = None
         self._mode: ProxyMode | None = None
+        self._reloader: asyncio.Task[None] | None = None
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
@@ -82,6 +85,22 @@ class K8sAuth:
                 self.runtime.settings.listen_host,
                 self.runtime.settings.listen_port,
             )
+        interval = self.runtime.settings.reload_interval if self.runtime else 0
+        if interval > 0 and not self._reloader:
+            reloader = Reloader(self._current_runtime, self._use_runtime)
+            self._reloader = asyncio.create_task(reloader.run(interval))
+
+    def _current_runtime(self) -> Runtime:
+        assert self.runtime
+        return self.runtime
+
+    def _use_runtime(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def done(self) -> None:
+        if self._reloader:
+            self._reloader.cancel()
+            self._reloader = None
 
     def client_connected(self, client: connection.Client) -> None:
         if client.proxy_mode != self._mode:

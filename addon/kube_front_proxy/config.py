@@ -60,6 +60,7 @@ class Settings:
     cache_ttl: float
     cache_max_entries: int
     lockout: LockoutPolicy
+    reload_interval: float
 
 
 def load_settings(path: Path) -> Settings:
@@ -102,6 +103,12 @@ def load_settings(path: Path) -> Settings:
     lockout = _lockout(authn.section("lockout"))
     authn.finish()
 
+    reload = root.section("reload")
+    reload_interval = reload.integer("interval_seconds", 2)
+    if reload_interval < 0:
+        raise reload.error("interval_seconds", "must be 0 (no reload) or more")
+    reload.finish()
+
     root.finish()
     return Settings(
         file=path,
@@ -118,6 +125,7 @@ def load_settings(path: Path) -> Settings:
         cache_ttl=cache_ttl,
         cache_max_entries=cache_max_entries,
         lockout=lockout,
+        reload_interval=reload_interval,
     )
 
 

@@ -1,4 +1,4 @@
-"""Everything the request path needs, built once from config.yaml and never changed after."""
+"""Everything the request path needs, built from config.yaml; replaced whole on reload."""
 
 from __future__ import annotations
 
@@ -30,6 +30,14 @@ class Runtime:
         return f"reverse:{s.upstream.url}@{s.listen_host}:{s.listen_port}"
 
     @property
+    def watched_files(self) -> list[Path]:
+        """The files whose change means a reload: config.yaml and every file it names."""
+        s = self.settings
+        refs = [s.htpasswd, s.users, s.serving_cert, s.serving_key, s.upstream.ca,
+                s.upstream.client_cert, s.upstream.client_key]  # fmt: skip
+        return [s.file, *(ref.path for ref in refs if ref is not None)]
+
+    @property
     def mitmproxy_options(self) -> dict[str, object]:
         """The mitmproxy options this configuration decides; the addon owns them."""
         return {
@@ -44,13 +52,24 @@ class Runtime:
         }
 
 
-def build_runtime(config_file: Path) -> Runtime:
-    """Load config.yaml and every file it names; raises ConfigError on the first problem."""
+def build_runtime(config_file: Path, previous: Runtime | None = None) -> Runtime:
+    """Load config.yaml and every file it names; raises ConfigError on the first problem.
+
+    On reload, the remembered logins and failure counts of the previous runtime carry over
+    when their settings did not change: a remembered login is tied to its htpasswd hash, so
+    a changed password voids it anyway.
+    """
     settings = load_settings(config_file)
     writer = IdentityHeaderWriter(settings.header_names)
     users = load_users(settings.users, settings.header_names)
+    old = previous.login if previous else None
     cache = CredentialCache(settings.cache_ttl, settings.cache_max_entries)
-    login = BasicLogin(Htpasswd(settings.htpasswd), users, writer, cache, Lockout(settings.lockout))
+    if old and (old.cache.ttl, old.cache.max_entries) == (cache.ttl, cache.max_entries):
+        cache = old.cache
+    lockout = old.lockout if old and old.lockout.policy == settings.lockout else None
+    login = BasicLogin(
+        Htpasswd(settings.htpasswd), users, writer, cache, lockout or Lockout(settings.lockout)
+    )
     serving = ServingTLS(read_key_pair(settings.serving_cert, settings.serving_key))
     up = settings.upstream
     upstream = UpstreamTLS(

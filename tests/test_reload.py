@@ -1,0 +1,164 @@
+"""Live reload: valid changes take effect, broken ones keep the last good configuration."""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import shutil
+import ssl
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import devpki
+from kube_front_proxy.reload import Reloader
+from kube_front_proxy.runtime import Runtime, build_runtime
+
+from .conftest import htpasswd_add
+from .e2e import (
+    ALICE,
+    Emulator,
+    Proxy,
+    basic_header,
+    password_of,
+    start_emulator,
+    start_proxy_for,
+)
+from .support import proxy_config, write_yaml
+
+
+class Holder:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def use(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+
+@pytest.fixture
+def holder(tmp_path: Path, pki: Path) -> Holder:
+    htpasswd_add(tmp_path / "htpasswd", "alice", "pw", "apr1")
+    write_yaml(tmp_path / "users.yaml", {"users": {"alice": {"groups": ["dev"]}}})
+    write_yaml(tmp_path / "config.yaml", proxy_config(pki, 6443, 8443))
+    return Holder(build_runtime(tmp_path / "config.yaml"))
+
+
+def reloader(holder: Holder) -> Reloader:
+    return Reloader(lambda: holder.runtime, holder.use)
+
+
+async def test_unchanged_files_do_nothing(holder: Holder) -> None:
+    before = holder.runtime
+    assert not await reloader(holder).check()
+    assert holder.runtime is before
+
+
+async def test_valid_change_takes_effect(holder: Holder, tmp_path: Path) -> None:
+    watch = reloader(holder)
+    write_yaml(tmp_path / "users.yaml", {"users": {"alice": {"groups": ["dev", "ops"]}}})
+    assert await watch.check()
+    assert holder.runtime.login.identities["alice"].groups == ("dev", "ops")
+
+
+async def test_broken_change_keeps_the_last_good_config(
+    holder: Holder, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    watch = reloader(holder)
+    good = holder.runtime
+    write_yaml(tmp_path / "users.yaml", {"users": {"alice": {"groups": ["dev\nX-Evil: 1"]}}})
+    with caplog.at_level(logging.ERROR):
+        assert not await watch.check()
+    assert holder.runtime is good
+    assert f"{tmp_path / 'users.yaml'}: users.alice.groups[0]: contains a control" in caplog.text
+    # Fixed again: taken.
+    write_yaml(tmp_path / "users.yaml", {"users": {"alice": {"groups": ["fixed"]}}})
+    assert await watch.check()
+    assert holder.runtime.login.identities["alice"].groups == ("fixed",)
+
+
+async def test_listener_changes_need_a_restart(
+    holder: Holder, tmp_path: Path, pki: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    watch = reloader(holder)
+    good = holder.runtime
+    write_yaml(tmp_path / "config.yaml", proxy_config(pki, 6443, 9443))
+    with caplog.at_level(logging.ERROR):
+        assert not await watch.check()
+    assert holder.runtime is good and "need a restart" in caplog.text
+
+
+async def test_password_change_voids_remembered_logins(holder: Holder, tmp_path: Path) -> None:
+    watch = reloader(holder)
+    assert (await holder.runtime.login.authenticate([basic_header("alice", "pw")[1]], "c")).identity
+    (tmp_path / "htpasswd").unlink()
+    htpasswd_add(tmp_path / "htpasswd", "alice", "new-pw", "sha512")
+    assert await watch.check()
+    login = holder.runtime.login
+    assert login.cache is not None
+    assert (await login.authenticate([basic_header("alice", "pw")[1]], "c")).identity is None
+    assert (await login.authenticate([basic_header("alice", "new-pw")[1]], "c")).identity
+
+
+def test_reload_end_to_end(pki: Path, tmp_path: Path) -> None:
+    """Users, then a broken file, then the front-proxy client certificate, with a proxy running."""
+    (tmp_path / "emulator").mkdir()
+    emulator = start_emulator(
+        pki, tmp_path / "emulator", "--requestheader-allowed-names", "rotated-client"
+    )
+    client_cert = tmp_path / "fp-client.crt"
+    client_key = tmp_path / "fp-client.key"
+    shutil.copy(pki / "front-proxy-client.crt", client_cert)
+    shutil.copy(pki / "front-proxy-client.key", client_key)
+    proxy = start_proxy_for(
+        pki, tmp_path / "proxy", emulator.port,
+        upstream={"client_cert": str(client_cert), "client_key": str(client_key)},
+        reload={"interval_seconds": 1},
+    )  # fmt: skip
+    users = tmp_path / "proxy" / "users.yaml"
+    context = ssl.create_default_context(cafile=str(pki / "proxy-ca.crt"))
+    kept = http.client.HTTPSConnection("127.0.0.1", proxy.port, context=context, timeout=10)
+    auth = dict([basic_header("alice", password_of("alice"))])
+    try:
+        kept.request("GET", "/version", headers=auth)
+        assert kept.getresponse().read()
+
+        write_yaml(users, {"users": {"alice": {**ALICE, "groups": ["reloaded"]}}})
+        wait_for(lambda: "reloaded" in proxy.whoami()["groups"])
+
+        write_yaml(users, {"users": {"alice": {"groups": "not-a-list"}}})
+        wait_for(lambda: "reload refused" in proxy.process.output())
+        assert f"{users}: users.alice.groups: must be a list" in proxy.process.output()
+        assert proxy.whoami()["groups"] == ["reloaded", "system:authenticated"]
+
+        # Every reload reads every file: repair users.yaml, or nothing else can be taken.
+        write_yaml(users, {"users": {"alice": ALICE}})
+        # kubeadm renews front-proxy-client yearly: a new certificate, no restart.
+        ca = devpki.load(pki / "front-proxy-ca.crt", pki / "front-proxy-ca.key")
+        rotated = devpki.issue(ca, "rotated-client")
+        client_key.write_bytes(rotated.key_pem())
+        client_cert.write_bytes(rotated.cert_pem())
+        wait_for(lambda: emulator_saw_cn(emulator, proxy, "rotated-client"))
+
+        # The connection opened before all this still works.
+        kept.request("GET", "/version", headers=auth)
+        assert kept.getresponse().status == 200
+    finally:
+        kept.close()
+        proxy.process.stop()
+        emulator.process.stop()
+
+
+def emulator_saw_cn(emulator: Emulator, proxy: Proxy, cn: str) -> bool:
+    proxy.whoami()
+    return bool(emulator.requests()[-1]["peer_cert_cn"] == cn)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.3)
+    raise AssertionError("condition not met in time")
