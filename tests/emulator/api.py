@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from . import gojson, status
+from . import gojson, portforward, remotecommand, status, websocket
 from .authn import ALL_AUTHENTICATED
+from .container import Container, default_filesystem
 from .requestheader import Header, UserInfo
+from .tunnel import Hijack
 
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
@@ -74,12 +76,17 @@ class Request:
 
 @dataclass
 class Response:
-    """A response; `stream` (when set) yields the body in pieces after `body`."""
+    """A response; `stream` (when set) yields the body in pieces after `body`.
+
+    With `hijack`, the server writes nothing of its own: the hijack's head, then the connection
+    belongs to the hijack (upgrades); `status` is only what the request log records.
+    """
 
     status: int
     headers: list[Header] = field(default_factory=list)
     body: bytes = b""
     stream: Iterator[StreamItem] | None = None
+    hijack: Hijack | None = None
 
     def header(self, name: str) -> str | None:
         folded = name.lower()
@@ -96,6 +103,10 @@ def status_response(err: status.StatusError, *, nosniff: bool = False) -> Respon
         # responsewriters.RespondWithError (used for 403) adds it; the 401 path does not.
         headers.append(("X-Content-Type-Options", "nosniff"))
     return Response(err.code, headers, err.body())
+
+
+def hijack_response(hijack: Hijack) -> Response:
+    return Response(int(hijack.head.split(b" ", 2)[1]), hijack=hijack)
 
 
 def unauthorized_response() -> Response:
@@ -447,6 +458,8 @@ CORE_RESOURCES = (
     ResourceDef("namespaces", "namespace", "Namespace", False, ("get", "list"), ("ns",)),
     ResourceDef("pods", "pod", "Pod", True, ("get", "list", "watch"), ("po",), ("all",)),
     ResourceDef("pods/log", "", "Pod", True, ("get",)),
+    ResourceDef("pods/exec", "", "PodExecOptions", True, ("create", "get")),
+    ResourceDef("pods/portforward", "", "PodPortForwardOptions", True, ("create", "get")),
 )
 AUTHENTICATION_RESOURCES = (
     ResourceDef("selfsubjectreviews", "selfsubjectreview", "SelfSubjectReview", False, ("create",)),
@@ -490,6 +503,7 @@ class API:
         self.namespaces = list(namespaces)
         self.started = (now or datetime.datetime.now(datetime.UTC)).replace(microsecond=0)
         self.resource_version = 1000
+        self._containers: dict[tuple[str, str], Container] = {}
 
     # -- entry point --------------------------------------------------------------------------
 
@@ -758,6 +772,8 @@ class API:
         )
 
     def _pods(self, req: Request, info: RequestInfo) -> Response:
+        if info.name and info.subresource in ("exec", "portforward"):
+            return self._pod_stream(req, info)
         if info.verb not in ("get", "list", "watch"):
             return status_response(status.method_not_supported("pods", "", info.verb))
         if info.subresource:
@@ -822,6 +838,56 @@ class API:
         if not follow:
             return Response(200, headers, "".join(lines).encode())
         return Response(200, headers, b"", stream=_follow_log(lines))
+
+    def container(self, pod: FakePod) -> Container:
+        """The pod's one container, created on first use; its files live as long as the API."""
+        key = (pod.namespace, pod.name)
+        if key not in self._containers:
+            self._containers[key] = Container(
+                pod.name, pod.name.split("-")[0], default_filesystem(pod.name)
+            )
+        return self._containers[key]
+
+    def _pod_stream(self, req: Request, info: RequestInfo) -> Response:
+        """exec and portforward (GET or POST, `ExecREST`/`PortForwardREST.ConnectMethods` in
+        `k8s.io/kubernetes pkg/registry/core/pod/rest/subresources.go`)."""
+        if req.method not in ("GET", "POST"):
+            return status_response(
+                status.method_not_supported(f"pods/{info.subresource}", "", info.verb)
+            )
+        pod = self._find_pod(info.namespace, info.name)
+        if pod is None:
+            return status_response(status.not_found("pods", "", info.name))
+        container = self.container(pod)
+        is_websocket = websocket.is_websocket_request(req.headers)
+        if not is_websocket and not _is_upgrade_request(req.headers):
+            # The upgrade-aware proxy to the kubelet is built with UpgradeRequired.
+            return status_response(status.bad_request("Upgrade request required"))
+        if info.subresource == "portforward":
+            if is_websocket:
+                hijack = portforward.websocket_portforward(
+                    req.method, req.headers, pod.name, container.serve_port
+                )
+            else:
+                hijack = portforward.spdy_portforward(req.headers, pod.name, container.serve_port)
+            return hijack_response(hijack)
+        opts = remotecommand.exec_options(req.query)
+        if opts.container and opts.container != container.name:
+            # `streamLocation` (`pkg/registry/core/pod/strategy.go`).
+            return status_response(
+                status.bad_request(f"container {opts.container} is not valid for pod {pod.name}")
+            )
+
+        def on_resize(width: int, height: int) -> None:
+            container.resizes.append((width, height))
+
+        if is_websocket:
+            hijack = remotecommand.websocket_exec(
+                req.method, req.headers, opts, container.run, on_resize
+            )
+        else:
+            hijack = remotecommand.spdy_exec(req.headers, opts, container.run, on_resize)
+        return hijack_response(hijack)
 
     def _watch(self, req: Request, objects: list[dict[str, Any]]) -> Response:
         """A watch stream: ADDED for every object, then quiet until the connection ends.
@@ -892,6 +958,11 @@ class API:
                 "items": [self._namespace_object(n) for n in names],
             },
         )
+
+
+def _is_upgrade_request(headers: Sequence[Header]) -> bool:
+    """`httpstream.IsUpgradeRequest`: some Connection header mentions upgrade."""
+    return any(n.lower() == "connection" and "upgrade" in v.lower() for n, v in headers)
 
 
 @dataclass(frozen=True)

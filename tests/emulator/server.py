@@ -12,7 +12,8 @@ agrees.
 ALPN: only `http/1.1` for now (the real server offers `h2` first).
 
 One thread per connection, HTTP/1.1 keep-alive, request handling in `api.py` behind the
-authentication chain in `authn.py`.
+authentication chain in `authn.py`. Upgrades (exec, port-forward) are authenticated and logged
+like any request; the handler then takes the connection over (`tunnel.py`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from cryptography import x509
 from OpenSSL import SSL
@@ -40,6 +41,7 @@ from .api import API, Hold, Request, Response, unauthorized_response
 from .authn import AuthenticationChain, AuthenticationResult, build_chain, load_token_file
 from .requestheader import RequestHeaderAuthenticator
 from .requestlog import AuthenticationRecord, RequestLog, RequestLogRecord, UserRecord
+from .tunnel import TLSRaw, Tunnel
 
 log = logging.getLogger("kube-apiserver-emulator")
 
@@ -101,25 +103,6 @@ def build_authentication(config: EmulatorConfig) -> AuthenticationChain:
         tokens=tokens,
         anonymous=config.anonymous_auth,
     )
-
-
-class _TLSRaw(io.RawIOBase):
-    """A pyOpenSSL connection as a readable raw stream (EOF on close_notify or a dead peer)."""
-
-    def __init__(self, conn: SSL.Connection) -> None:
-        self._conn = conn
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        try:
-            return self._conn.recv_into(buffer)
-        except SSL.ZeroReturnError:
-            return 0
-        except (SSL.SysCallError, SSL.Error, OSError):
-            # Abrupt disconnects and "unexpected eof" look the same to a request reader.
-            return 0
 
 
 @dataclass(eq=False)  # identity semantics: kept in a set of live connections
@@ -297,7 +280,8 @@ class EmulatorServer:
                 self._conns.discard(state)
 
     def _serve_http11(self, state: _ConnState, conn: SSL.Connection) -> None:
-        reader = io.BufferedReader(_TLSRaw(conn), 65536)
+        raw = TLSRaw(conn, state.sock)
+        reader = io.BufferedReader(raw, 65536)
         while not self._stopping.is_set():
             try:
                 req = http11.read_request(reader)
@@ -313,6 +297,11 @@ class EmulatorServer:
                 return
             keep_alive = http11.wants_keep_alive(req)
             response = self.handle(req, state)
+            if response.hijack is not None:
+                # Like Go's Hijack(): the handler owns the connection, which is never reused.
+                if _send(conn, response.hijack.head) and response.hijack.run is not None:
+                    response.hijack.run(Tunnel(conn, state.sock, reader, raw, self._stopping))
+                return
             if not self._write_response(state, conn, req, response, keep_alive):
                 return
             if not keep_alive:
@@ -331,6 +320,7 @@ class EmulatorServer:
             inner = Request(req.method, req.target, req.http_version, result.headers, req.body)
             response = self._api.handle(inner, result.user)
         # WithAuditInit and WithCacheControl (k8s.io/apiserver pkg/server/config.go handler chain)
+        # set these on the ResponseWriter; a hijacking handler writes its own head without them.
         names = {n.lower() for n, _ in response.headers}
         if "audit-id" not in names:
             response.headers.append(("Audit-Id", str(uuid.uuid4())))
