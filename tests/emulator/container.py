@@ -251,11 +251,13 @@ def _cmd_test(c: Container, argv: list[str], _io: ExecIO) -> int:
 def _cmd_ls(c: Container, argv: list[str], io_: ExecIO) -> int:
     paths = [a for a in argv[1:] if not a.startswith("-")] or ["."]
     status = 0
-    for path in paths:
+    for i, path in enumerate(paths):
         resolved = c.fs.resolve(path)
         if c.fs.is_dir(resolved):
             names = c.fs.children(resolved)
-            io_.out.write("".join(f"{n}\n" for n in names).encode())
+            # Several operands: each directory's listing under a "PATH:" heading.
+            heading = ("\n" if i else "") + f"{path}:\n" if len(paths) > 1 else ""
+            io_.out.write((heading + "".join(f"{n}\n" for n in names)).encode())
         elif c.fs.is_file(resolved):
             io_.out.write(f"{path}\n".encode())
         else:
