@@ -3,12 +3,12 @@
 
     .venv/bin/python bench/load.py [--clients 50] [--requests 20000]
 
-Starts the API-server emulator and the proxy, then N client threads, each on its own
+Starts the API-server emulator and the proxy; then, per pass, N client threads, each on its own
 keep-alive connection, send their share of the requests: mostly good logins (GET pods, each
 with a unique X-Request-Id), every 10th a wrong password, every 50th a short watch. It checks
 that every request got exactly one answer, that every good one reached the API server exactly
 once (by X-Request-Id in the emulator's request log) and no bad one did, that nothing got a
-5xx, and reports the proxy's RSS before and after.
+5xx, and reports the proxy's RSS before and after each pass.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ class Report:
     upstream_ids: collections.Counter[str] = field(default_factory=collections.Counter)
     bad_ids_upstream: int = 0
     rss_before_kib: int = 0
-    rss_after_kib: int = 0
+    # RSS after each pass of the same load: flat from the second pass on means no leak.
+    rss_after_kib: list[int] = field(default_factory=list)
 
     @property
     def lost(self) -> int:
@@ -68,14 +69,21 @@ def rss_kib(pid: int) -> int:
 
 
 def client(
-    port: int, ca: Path, index: int, count: int, clients: int, report: Report, lock: threading.Lock
+    port: int,
+    ca: Path,
+    index: int,
+    count: int,
+    clients: int,
+    pass_: int,
+    report: Report,
+    lock: threading.Lock,
 ) -> None:
     context = ssl.create_default_context(cafile=str(ca))
     conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=30)
     good = dict([basic_header("alice", password_of("alice"))])
     bad = dict([basic_header("mallory", "guess")])
     for i in range(count):
-        rid = f"load-{index}-{i}"
+        rid = f"load-{pass_}-{index}-{i}"
         # The mix rotates with the client index, so every client gets its share of each kind.
         n = i + index
         if n % 10 == 9:
@@ -100,7 +108,7 @@ def client(
     conn.close()
 
 
-def run(clients: int, requests: int, workdir: Path) -> Report:
+def run(clients: int, requests: int, workdir: Path, passes: int = 2) -> Report:
     pki = workdir / "pki"
     devpki.make_dev_pki(pki)
     (workdir / "emulator").mkdir()
@@ -111,26 +119,36 @@ def run(clients: int, requests: int, workdir: Path) -> Report:
         pki, workdir / "proxy", emulator.port, "--set", "flow_detail=0",
         authn={"lockout": {"client_failures": 10**9, "user_failures": 10**9}},
     )  # fmt: skip
-    report = Report(clients, requests)
+    report = Report(clients, requests * passes)
     try:
         report.rss_before_kib = rss_kib(proxy.process.proc.pid)
         lock = threading.Lock()
         per_client = requests // clients
-        threads = [
-            threading.Thread(
-                target=client,
-                args=(proxy.port, pki / "proxy-ca.crt", i, per_client, clients, report, lock),
-            )
-            for i in range(clients)
-        ]
         start = time.monotonic()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        report.seconds = time.monotonic() - start
-        time.sleep(1)  # let the proxy drop finished connections before measuring
-        report.rss_after_kib = rss_kib(proxy.process.proc.pid)
+        for p in range(passes):
+            threads = [
+                threading.Thread(
+                    target=client,
+                    args=(
+                        proxy.port,
+                        pki / "proxy-ca.crt",
+                        i,
+                        per_client,
+                        clients,
+                        p,
+                        report,
+                        lock,
+                    ),
+                )
+                for i in range(clients)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            time.sleep(1)  # let the proxy drop finished connections before measuring
+            report.rss_after_kib.append(rss_kib(proxy.process.proc.pid))
+        report.seconds = time.monotonic() - start - passes
     finally:
         proxy.process.stop()
         emulator.process.stop()
@@ -148,10 +166,11 @@ def run(clients: int, requests: int, workdir: Path) -> Report:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=50)
-    parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--requests", type=int, default=20000, help="per pass")
+    parser.add_argument("--passes", type=int, default=2)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="kfp-load-") as tmp:
-        report = run(args.clients, args.requests, Path(tmp))
+        report = run(args.clients, args.requests, Path(tmp), args.passes)
     summary = {
         "clients": report.clients,
         "requests": sum(report.statuses.values()),
@@ -163,7 +182,7 @@ def main() -> int:
         "server_errors": report.server_errors,
         "refused_logins_that_reached_the_api_server": report.bad_ids_upstream,
         "proxy_rss_kib_before": report.rss_before_kib,
-        "proxy_rss_kib_after": report.rss_after_kib,
+        "proxy_rss_kib_after_each_pass": report.rss_after_kib,
     }
     print(json.dumps(summary, indent=2))
     ok = not (report.lost or report.duplicated or report.server_errors or report.bad_ids_upstream)
