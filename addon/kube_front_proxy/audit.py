@@ -42,7 +42,7 @@ _USER_AGENT_TRUNCATED = "...TRUNCATED"
 _MAX_STATUS_BODY = 64 * 1024
 _DETAIL_STRINGS = ("name", "group", "kind", "uid")
 _CAUSE_STRINGS = ("reason", "message", "field")
-_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 class Stage(StrEnum):
@@ -64,9 +64,14 @@ class ResponseStatus:
 
     def to_dict(self) -> dict[str, object]:
         out: dict[str, object] = {"metadata": {}}
-        for key in ("status", "message", "reason", "details"):
-            if value := getattr(self, key):
-                out[key] = value
+        if self.status:
+            out["status"] = self.status
+        if self.message:
+            out["message"] = self.message
+        if self.reason:
+            out["reason"] = self.reason
+        if self.details:
+            out["details"] = dict(self.details)
         out["code"] = self.code
         return out
 
@@ -333,7 +338,12 @@ class AuditLog:
             except Exception as e:
                 self._close_file()
                 if not self._dropped:
-                    logger.error("kube-front-proxy: cannot write audit log %s: %s", self.path, e)
+                    logger.error(
+                        "kube-front-proxy: cannot write audit log %s: %s",
+                        self.path,
+                        e,
+                        exc_info=not isinstance(e, OSError),  # anything else is a bug
+                    )
                 self._dropped += 1
                 return
             if self._dropped:
@@ -370,7 +380,9 @@ class AuditLog:
             older = self.path.with_name(f"{self.path.name}.{n}")
             if older.exists():
                 older.replace(self.path.with_name(f"{self.path.name}.{n + 1}"))
-        self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+        # Gone if someone else moved it away: then the new file simply starts empty.
+        with contextlib.suppress(FileNotFoundError):
+            self.path.replace(self.path.with_name(f"{self.path.name}.1"))
 
     def _close_file(self) -> None:
         if self._file is not None:
