@@ -16,8 +16,11 @@ from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy.mode_specs import ProxyMode
 
 from . import error_pages
+from .audit import AuditLog
 from .errors import ConfigError
 from .flow_labels import label
+from .metrics import Metrics
+from .recording import Recorder
 from .reload import Reloader
 from .runtime import Runtime, build_runtime
 from .status import status_response, too_many_requests, unauthorized
@@ -33,6 +36,8 @@ class K8sAuth:
         self.runtime: Runtime | None = None
         self._mode: ProxyMode | None = None
         self._reloader: asyncio.Task[None] | None = None
+        # The audit log and the metrics outlive reloads: they need a restart to change.
+        self.recorder = Recorder(None, None)
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
@@ -56,6 +61,7 @@ class K8sAuth:
                 raise exceptions.OptionsError(f"kube-front-proxy: {e}") from None
             self.runtime = runtime
             self._mode = ProxyMode.parse(runtime.mode)
+            self._start_recorder(runtime)
             ctx.options.update(**runtime.mitmproxy_options)
             logger.info(
                 "kube-front-proxy: %s users, forwarding to %s",
@@ -64,6 +70,19 @@ class K8sAuth:
             )
         elif self.runtime and updated & set(self.runtime.mitmproxy_options):
             self._refuse_changes_to_owned_options(self.runtime)
+
+    def _start_recorder(self, runtime: Runtime) -> None:
+        self._stop_recorder()
+        s = runtime.settings
+        audit = AuditLog(s.audit.path, s.audit.max_bytes, s.audit.backups) if s.audit else None
+        metrics = Metrics(s.metrics_per_user) if s.metrics_listen else None
+        self.recorder = Recorder(audit, metrics)
+
+    def _stop_recorder(self) -> None:
+        if self.recorder.audit:
+            self.recorder.audit.close()
+        if self.recorder.metrics:
+            self.recorder.metrics.stop()
 
     def _refuse_changes_to_owned_options(self, runtime: Runtime) -> None:
         owned = runtime.mitmproxy_options
@@ -85,22 +104,36 @@ class K8sAuth:
                 self.runtime.settings.listen_host,
                 self.runtime.settings.listen_port,
             )
+        metrics_listen = self.runtime.settings.metrics_listen if self.runtime else None
+        if self.recorder.metrics and metrics_listen:
+            try:
+                self.recorder.metrics.serve(*metrics_listen)
+            except OSError as e:
+                logger.error("kube-front-proxy: cannot serve metrics on %s:%s: %s",
+                             *metrics_listen, e)  # fmt: skip
         interval = self.runtime.settings.reload_interval if self.runtime else 0
         if interval > 0 and not self._reloader:
-            reloader = Reloader(self._current_runtime, self._use_runtime)
+            reloader = Reloader(self._current_runtime, self._use_runtime, self._reload_refused)
             self._reloader = asyncio.create_task(reloader.run(interval))
 
     def _current_runtime(self) -> Runtime:
         assert self.runtime
         return self.runtime
 
+    def _reload_refused(self) -> None:
+        if self.recorder.metrics:
+            self.recorder.metrics.reloads.labels("refused").inc()
+
     def _use_runtime(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        if self.recorder.metrics:
+            self.recorder.metrics.reloads.labels("ok").inc()
 
     def done(self) -> None:
         if self._reloader:
             self._reloader.cancel()
             self._reloader = None
+        self._stop_recorder()
 
     def client_connected(self, client: connection.Client) -> None:
         if client.proxy_mode != self._mode:
@@ -131,7 +164,9 @@ class K8sAuth:
         except Exception:
             # Never forward a request we could not vouch for.
             logger.exception("kube-front-proxy: internal error; request refused")
-            flow.response = status_response(500, "internal error in the authenticating proxy")
+            message = "internal error in the authenticating proxy"
+            flow.response = status_response(500, message)
+            self.recorder.internal_error(flow, message)
 
     async def _authenticate(self, flow: http.HTTPFlow) -> None:
         runtime = self.runtime
@@ -142,6 +177,8 @@ class K8sAuth:
             flow.request.headers.get_all("authorization"), flow.client_conn.peername[0]
         )
         label(flow, outcome)
+        if self.recorder.enabled:
+            self.recorder.login(flow, outcome)
         if outcome.identity is None:
             # The attempt's password must not stay in the flow: flows are shown in mitmweb and
             # saved with -w. (On success the identity headers replace it.)
@@ -162,6 +199,20 @@ class K8sAuth:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response and must_stream(flow.response):
             flow.response.stream = True
+        if self.recorder.enabled:
+            self.recorder.response_started(flow, bool(flow.response and flow.response.stream))
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        if self.recorder.enabled:
+            self.recorder.response_done(flow)
+
+    def websocket_end(self, flow: http.HTTPFlow) -> None:
+        if self.recorder.enabled:
+            self.recorder.websocket_done(flow)
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        if self.recorder.enabled:
+            self.recorder.connection_closed(client)
 
     def error(self, flow: http.HTTPFlow) -> None:
         if flow.error:
@@ -171,3 +222,5 @@ class K8sAuth:
                 flow.request.path.split("?", 1)[0],
                 flow.error.msg,
             )
+        if self.recorder.enabled:
+            self.recorder.failed(flow)

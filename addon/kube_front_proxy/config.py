@@ -43,6 +43,15 @@ class Upstream:
 
 
 @dataclass(frozen=True)
+class AuditSettings:
+    """The audit log: like kube-apiserver's --audit-log-path, -maxsize and -maxbackup."""
+
+    path: Path
+    max_bytes: int
+    backups: int
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything config.yaml says."""
 
@@ -61,6 +70,9 @@ class Settings:
     cache_max_entries: int
     lockout: LockoutPolicy
     reload_interval: float
+    metrics_listen: tuple[str, int] | None
+    metrics_per_user: bool
+    audit: AuditSettings | None
 
 
 def load_settings(path: Path) -> Settings:
@@ -109,6 +121,15 @@ def load_settings(path: Path) -> Settings:
         raise reload.error("interval_seconds", "must be 0 (no reload) or more")
     reload.finish()
 
+    metrics = root.section("metrics")
+    metrics_listen = _host_port(metrics, "listen") if metrics.has("listen") else None
+    metrics_per_user = metrics.boolean("per_user", False)
+    metrics.finish()
+
+    audit_section = root.section("audit")
+    audit = _audit(audit_section) if audit_section.has("path") else None
+    audit_section.finish()
+
     root.finish()
     return Settings(
         file=path,
@@ -126,7 +147,30 @@ def load_settings(path: Path) -> Settings:
         cache_max_entries=cache_max_entries,
         lockout=lockout,
         reload_interval=reload_interval,
+        metrics_listen=metrics_listen,
+        metrics_per_user=metrics_per_user,
+        audit=audit,
     )
+
+
+def _audit(section: Section) -> AuditSettings:
+    max_mb = section.integer("max_size_mb", 100)
+    backups = section.integer("max_backups", 10)
+    if max_mb < 0:
+        raise section.error("max_size_mb", "must be 0 (never rotate) or more")
+    if max_mb and backups < 1:
+        raise section.error("max_backups", "must be at least 1 when the log rotates")
+    return AuditSettings(section.path("path"), max_mb * 1024 * 1024, backups)
+
+
+def _host_port(section: Section, key: str) -> tuple[str, int]:
+    value = section.string(key)
+    host, colon, port = value.rpartition(":")
+    if not colon or not port.isdigit() or not 0 < int(port) < 65536:
+        raise section.error(key, f"must be HOST:PORT, not {value!r}")
+    host = host.strip("[]")
+    _check_host(section, key, host)
+    return host, int(port)
 
 
 def _lockout(section: Section) -> LockoutPolicy:

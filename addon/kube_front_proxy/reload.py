@@ -38,9 +38,15 @@ def snapshot(paths: Iterable[Path]) -> Snapshot:
 class Reloader:
     """Rebuilds the runtime when a watched file changes and hands it to `use`."""
 
-    def __init__(self, current: Callable[[], Runtime], use: Callable[[Runtime], None]) -> None:
+    def __init__(
+        self,
+        current: Callable[[], Runtime],
+        use: Callable[[Runtime], None],
+        refused: Callable[[], None] = lambda: None,
+    ) -> None:
         self._current = current
         self._use = use
+        self._refused = refused
         self._seen = snapshot(current().watched_files)
 
     async def run(self, interval: float) -> None:
@@ -60,11 +66,13 @@ class Reloader:
         except ConfigError as e:
             logger.error("kube-front-proxy: reload refused, still serving the last good "
                          "configuration: %s", e)  # fmt: skip
+            self._refused()
             return False
-        if new.mitmproxy_options != current.mitmproxy_options:
-            logger.error("kube-front-proxy: reload refused: changes to listen or "
-                         "upstream.servers need a restart; still serving the last good "
+        if new.needs_restart_to_change != current.needs_restart_to_change:
+            logger.error("kube-front-proxy: reload refused: changes to listen, upstream.servers, "
+                         "metrics or audit need a restart; still serving the last good "
                          "configuration")  # fmt: skip
+            self._refused()
             return False
         self._use(new)
         self._seen = snapshot(new.watched_files)

@@ -38,6 +38,12 @@ class Runtime:
         return [s.file, *(ref.path for ref in refs if ref is not None)]
 
     @property
+    def needs_restart_to_change(self) -> tuple[object, ...]:
+        """What a reload cannot change: the listeners (proxy and metrics), the audit log."""
+        s = self.settings
+        return (self.mitmproxy_options, s.metrics_listen, s.metrics_per_user, s.audit)
+
+    @property
     def mitmproxy_options(self) -> dict[str, object]:
         """The mitmproxy options this configuration decides; the addon owns them."""
         return {

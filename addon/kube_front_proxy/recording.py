@@ -1,0 +1,125 @@
+"""Following each request from login to its end, for the audit log and the metrics.
+
+The mitmproxy hooks call one method each. A request's audit event is kept by flow id until its
+last hook; an upgraded SPDY connection (exec, port-forward) ends with the client connection, so
+its event is then kept by connection id.
+"""
+
+from __future__ import annotations
+
+import time
+
+from mitmproxy import connection, http
+
+from .audit import AuditEvent, AuditLog
+from .authentication import Outcome
+from .flow_labels import AUTHENTICATOR
+from .metrics import Metrics
+
+
+class Recorder:
+    def __init__(self, audit: AuditLog | None, metrics: Metrics | None) -> None:
+        self.audit = audit
+        self.metrics = metrics
+        self._events: dict[str, AuditEvent] = {}
+        self._upgraded: dict[str, AuditEvent] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return self.audit is not None or self.metrics is not None
+
+    def _write(self, event: AuditEvent) -> None:
+        if self.audit:
+            self.audit.write(event)
+
+    def login(self, flow: http.HTTPFlow, outcome: Outcome) -> None:
+        """After authentication: the RequestReceived event; the API server gets its Audit-ID."""
+        if outcome.identity is None and self.metrics:
+            self.metrics.login_failures.labels(outcome.reason).inc()
+        event = AuditEvent.for_request(
+            flow.request.method,
+            flow.request.path,
+            flow.client_conn.peername[0],
+            flow.request.headers.get("user-agent", ""),
+            outcome.identity or outcome.claimed_user,
+            AUTHENTICATOR,
+            flow.request.timestamp_start,
+            refused=None if outcome.identity else outcome.reason,
+        )
+        self._events[flow.id] = event
+        flow.metadata["k8s_audit_id"] = event.audit_id
+        if outcome.identity is not None:
+            # kube-apiserver takes the Audit-ID header as its own audit ID: the two logs join.
+            flow.request.headers["Audit-ID"] = event.audit_id
+        self._write(event)
+
+    def internal_error(self, flow: http.HTTPFlow, message: str) -> None:
+        event = self._events.pop(flow.id, None)
+        if event:
+            self._write(event.panic(message, time.time()))
+
+    def response_started(self, flow: http.HTTPFlow, streamed: bool) -> None:
+        if streamed and self.metrics:
+            self.metrics.open_streams.inc()
+        event = self._events.get(flow.id)
+        if event and event.long_running and flow.response:
+            self._write(event.started(flow.response.status_code, flow.response.timestamp_start))
+
+    def response_done(self, flow: http.HTTPFlow) -> None:
+        assert flow.response
+        response = flow.response
+        if response.stream and self.metrics:
+            self.metrics.open_streams.dec()
+        if flow.websocket is not None:
+            return  # ends with websocket_end
+        if response.status_code == 101:
+            event = self._events.pop(flow.id, None)
+            if event:
+                self._upgraded[flow.client_conn.id] = event
+            return
+        self._finish(flow, response.status_code, response.timestamp_end, response.raw_content)
+
+    def websocket_done(self, flow: http.HTTPFlow) -> None:
+        self._finish(flow, 101, time.time(), None)
+
+    def connection_closed(self, client: connection.Client) -> None:
+        event = self._upgraded.pop(client.id, None)
+        if event:
+            self._write(event.complete(101, time.time()))
+
+    def failed(self, flow: http.HTTPFlow) -> None:
+        if flow.response and flow.response.stream and self.metrics:
+            self.metrics.open_streams.dec()
+        code = flow.response.status_code if flow.response else 502
+        message = flow.error.msg if flow.error else ""
+        self._finish(flow, code, time.time(), None, message=message)
+
+    def _finish(
+        self,
+        flow: http.HTTPFlow,
+        code: int,
+        at: float | None,
+        body: bytes | None,
+        message: str = "",
+    ) -> None:
+        event = self._events.pop(flow.id, None)
+        if event is None:
+            return
+        ended = at or time.time()
+        self._write(event.complete(code, ended, body=body, message=message))
+        if self.metrics:
+            # A refused login's claimed name is not a label: random names would make series
+            # without bound.
+            logged_in = "k8s_user" in flow.metadata
+            response = flow.response
+            upstream = None
+            if logged_in and response and response.timestamp_start and flow.request.timestamp_end:
+                upstream = response.timestamp_start - flow.request.timestamp_end
+            self.metrics.request_done(
+                event.request.verb,
+                code,
+                AUTHENTICATOR if logged_in else "none",
+                event.user.user if logged_in else "",
+                ended - event.received_at,
+                upstream,
+            )

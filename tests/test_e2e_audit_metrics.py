@@ -1,0 +1,81 @@
+"""End to end: the audit log and the Prometheus metrics, with real kubectl through the proxy."""
+
+from __future__ import annotations
+
+import urllib.request
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from .e2e import basic_header, password_of, start_emulator, start_proxy_for
+from .support import free_port
+from .test_audit import validate
+
+WRONG = "N0t-the-Passw0rd"
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_audit_log_and_metrics(pki: Path, tmp_path: Path) -> None:
+    (tmp_path / "emulator").mkdir()
+    emulator = start_emulator(pki, tmp_path / "emulator")
+    metrics_port = free_port()
+    audit_path = tmp_path / "audit.log"
+    proxy = start_proxy_for(
+        pki, tmp_path / "proxy", emulator.port,
+        audit={"path": str(audit_path)}, metrics={"listen": f"127.0.0.1:{metrics_port}"},
+    )  # fmt: skip
+    try:
+        assert proxy.kubectl("get", "pods").returncode == 0
+        assert proxy.whoami()["username"] == "alice"
+        watch = proxy.kubectl(
+            "get", "--raw", "/api/v1/namespaces/default/pods?watch=true&timeoutSeconds=1"
+        )
+        assert watch.returncode == 0, watch.stderr
+        assert proxy.raw("GET", "/api/v1/pods", [basic_header("alice", WRONG)])[0] == 401
+        metrics = scrape(metrics_port)
+    finally:
+        proxy.process.stop()
+        emulator.process.stop()
+
+    events = [validate(line) for line in audit_path.read_text().splitlines()]
+    by_verb = {(e["verb"], e["stage"]) for e in events}
+    assert ("list", "ResponseComplete") in by_verb
+    assert ("create", "ResponseComplete") in by_verb  # the SelfSubjectReview
+    assert ("watch", "ResponseStarted") in by_verb and ("watch", "ResponseComplete") in by_verb
+    watch_ids = [e["auditID"] for e in events if e["verb"] == "watch"]
+    assert len(watch_ids) == 2 and len(set(watch_ids)) == 1
+
+    pods = next(e for e in events if e["verb"] == "list")
+    assert pods["user"]["username"] == "alice"
+    assert pods["objectRef"] == {"resource": "pods", "namespace": "default", "apiVersion": "v1"}
+    assert pods["responseStatus"]["code"] == 200
+    assert pods["annotations"]["kube-front-proxy/authenticator"] == "htpasswd"
+
+    refused = [e for e in events if "kube-front-proxy/login-refused" in e.get("annotations", {})]
+    assert len(refused) == 1
+    assert refused[0]["user"]["username"] == "alice"
+    assert refused[0]["responseStatus"]["code"] == 401
+    assert refused[0]["annotations"]["kube-front-proxy/login-refused"] == "wrong password"
+
+    # The API server was told the same audit ID: its log and ours join on it.
+    forwarded = {v for r in emulator.requests() for n, v in r["headers"] if n.lower() == "audit-id"}
+    assert {e["auditID"] for e in events if e["user"]["username"] == "alice"} - {
+        refused[0]["auditID"]
+    } <= forwarded
+    text = audit_path.read_text()
+    assert password_of("alice") not in text and WRONG not in text
+
+    ok = (("authenticator", "htpasswd"), ("code", "200"), ("verb", "list"))
+    assert metrics[("kube_front_proxy_requests_total", ok)] >= 1
+    assert metrics[("kube_front_proxy_login_failures_total", (("reason", "wrong password"),))] == 1
+    assert metrics[("kube_front_proxy_request_duration_seconds_count", (("verb", "list"),))] >= 1
+    assert metrics[("kube_front_proxy_upstream_duration_seconds_count", ())] >= 3
+    assert metrics[("kube_front_proxy_open_streams", ())] == 0
