@@ -74,6 +74,10 @@ def test_invalid_yaml(tmp_path: Path) -> None:
         ({"authn": {"lockout": {"max_secs": 1}}}, "authn.lockout.max_secs", "unknown key"),
         ({"authn": {"cache": {"ttl_seconds": -1}}}, "authn.cache.ttl_seconds", "0 (no cache)"),
         ({"reload": {"interval_seconds": -1}}, "reload.interval_seconds", "0 (no reload)"),
+        ({"metrics": {"listen": "9095"}}, "metrics.listen", "HOST:PORT"),
+        ({"metrics": {"per_user": "yes"}}, "metrics.per_user", "true or false"),
+        ({"audit": {"path": "a.log", "max_backups": 0}}, "audit.max_backups", "at least 1"),
+        ({"audit": {"max_size_mb": 1}}, "audit.path", "missing"),
     ],
 )
 def test_config_errors_name_file_and_key(

@@ -127,7 +127,7 @@ def load_settings(path: Path) -> Settings:
     metrics.finish()
 
     audit_section = root.section("audit")
-    audit = _audit(audit_section) if audit_section.has("path") else None
+    audit = _audit(audit_section) if audit_section.names() else None
     audit_section.finish()
 
     root.finish()
