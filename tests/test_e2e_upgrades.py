@@ -59,7 +59,7 @@ PORT_FORWARD_ENV = {
     "spdy": {"KUBECTL_PORT_FORWARD_WEBSOCKETS": "false"},
 }
 PROTOCOLS = sorted(REMOTE_COMMAND_ENV)
-TIMEOUT = 30
+TIMEOUT = 15
 
 
 @pytest.fixture(scope="module")
@@ -224,8 +224,9 @@ def test_exec_runs_as_alice_with_the_proxys_identity(
 def test_exec_stdin_round_trips_binary_data(
     proxy: Proxy, emulator: Emulator, protocol: str
 ) -> None:
-    # Larger than one 32 KiB WebSocket message or SPDY frame, and every byte value.
-    data = os.urandom(300 * 1024) + bytes(range(256))
+    # Many 32 KiB WebSocket messages or SPDY frames both ways at once (more than the socket
+    # buffers on the way hold), and every byte value.
+    data = os.urandom(8 << 20) + bytes(range(256))
     before = len(emulator.requests())
     result = kubectl(proxy, "exec", "-i", "nginx-1", "--", "cat", env=REMOTE_COMMAND_ENV[protocol],
                      stdin=data)  # fmt: skip

@@ -280,7 +280,7 @@ class EmulatorServer:
                 self._conns.discard(state)
 
     def _serve_http11(self, state: _ConnState, conn: SSL.Connection) -> None:
-        raw = TLSRaw(conn, state.sock)
+        raw = TLSRaw(conn)
         reader = io.BufferedReader(raw, 65536)
         while not self._stopping.is_set():
             try:

@@ -64,35 +64,22 @@ class Hijack:
 class TLSRaw(io.RawIOBase):
     """A pyOpenSSL connection as a raw stream for `io.BufferedReader`.
 
-    EOF on close_notify or a dead peer. Once `nonblocking` is set, a read with nothing ready
-    returns None (BufferedReader's "would block") instead of waiting, and `eof` tells the two
-    empty answers apart.
+    EOF on close_notify or a dead peer (`eof` is then set). On a non-blocking socket a read with
+    nothing ready returns None, BufferedReader's "would block".
     """
 
-    def __init__(self, conn: SSL.Connection, sock: socket.socket) -> None:
+    def __init__(self, conn: SSL.Connection) -> None:
         self._conn = conn
-        self._sock = sock
-        self.nonblocking = False
         self.eof = False
 
     def readable(self) -> bool:
         return True
 
-    def ready(self) -> bool:
-        """Decrypted bytes are waiting, or the socket has something to read."""
-        if self._conn.pending():
-            return True
-        try:
-            readable, _, _ = select.select([self._sock], [], [], 0)
-        except (OSError, ValueError):
-            return True  # let the read itself report the broken socket
-        return bool(readable)
-
     def readinto(self, buffer: Any) -> int | None:
-        if self.nonblocking and not self.ready():
-            return None
         try:
             n = self._conn.recv_into(buffer)
+        except (SSL.WantReadError, SSL.WantWriteError):
+            return None
         except SSL.ZeroReturnError:
             n = 0
         except (SSL.SysCallError, SSL.Error, OSError):
@@ -104,7 +91,13 @@ class TLSRaw(io.RawIOBase):
 
 
 class Tunnel:
-    """The hijacked TLS connection: `run` pumps bytes both ways on the connection's thread."""
+    """The hijacked TLS connection: `run` pumps bytes both ways on the connection's thread.
+
+    Full duplex, like a Go server's separate reader and writer goroutines: the socket is made
+    non-blocking, so the thread never sits in a write while the peer waits for it to read (a
+    proxy in between that stops reading from us until we read from it would otherwise deadlock
+    on large transfers).
+    """
 
     def __init__(
         self,
@@ -121,6 +114,7 @@ class Tunnel:
         self._stopping = stopping
         self._lock = threading.Lock()
         self._outbound: collections.deque[bytes] = collections.deque()
+        self._writing = b""  # being written; OpenSSL wants the same bytes again after WantWrite
         self._close_at: float | None = None  # monotonic deadline once close() was called
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -152,40 +146,40 @@ class Tunnel:
 
     def run(self, receiver: Receiver) -> None:
         """Pump until closed, the peer is gone, or the server stops."""
-        self._raw.nonblocking = True
+        self._sock.setblocking(False)
         peer_gone = False
         gone_since = 0.0
         try:
             while not self._stopping.is_set():
+                progressed = False
                 if not peer_gone:
                     # Bytes already buffered behind the request head come first.
                     data = self._reader.read1(65536)
                     if data:
                         receiver.data_received(data)
-                        continue
-                    if self._raw.eof:
-                        peer_gone = True
-                        gone_since = time.monotonic()
+                        progressed = True
+                    elif self._raw.eof:
+                        peer_gone, gone_since = True, time.monotonic()
                         receiver.eof_received()
-                if not self._flush():
+                        progressed = True
+                wrote = self._write_some()
+                if wrote is None:
                     return
                 with self._lock:
                     close_at = self._close_at
-                    flushed = not self._outbound
+                    unsent = bool(self._outbound or self._writing)
                 now = time.monotonic()
-                if close_at is not None and flushed and (peer_gone or now >= close_at):
+                if close_at is not None and not unsent and (peer_gone or now >= close_at):
                     return
-                if peer_gone and close_at is None:
-                    # Nothing more will arrive; give the protocol time for its last word, but
-                    # never keep a thread for a protocol that forgot to close.
-                    if now - gone_since > ABANDON_AFTER_EOF:
-                        return
-                    timeout = 0.1
-                else:
-                    timeout = 0.1 if close_at is None else max(0.0, min(0.1, close_at - now))
-                watch = [self._wake_r] if peer_gone else [self._sock, self._wake_r]
+                if peer_gone and close_at is None and now - gone_since > ABANDON_AFTER_EOF:
+                    return  # never keep a thread for a protocol that forgot to close
+                if progressed or wrote:
+                    continue
+                timeout = 0.1 if close_at is None else max(0.0, min(0.1, close_at - now))
+                readers = [self._wake_r] if peer_gone else [self._sock, self._wake_r]
+                writers = [self._sock] if unsent else []
                 try:
-                    select.select(watch, [], [], timeout)
+                    select.select(readers, writers, [], timeout)
                 except (OSError, ValueError):
                     return
                 with contextlib.suppress(OSError):
@@ -193,14 +187,27 @@ class Tunnel:
         finally:
             self._wake_r.close()
             self._wake_w.close()
+            with contextlib.suppress(OSError):
+                self._sock.setblocking(True)
 
-    def _flush(self) -> bool:
+    def _write_some(self) -> bool | None:
+        """Write what the socket takes now: True if anything went out, None if it broke."""
+        wrote = False
         while True:
-            with self._lock:
-                if not self._outbound:
-                    return True
-                data = self._outbound.popleft()
+            if not self._writing:
+                with self._lock:
+                    if not self._outbound:
+                        return wrote
+                    # Coalesce small pieces (WebSocket frames, SPDY frames) into fewer records.
+                    chunks = [self._outbound.popleft()]
+                    while self._outbound and sum(map(len, chunks)) < 65536:
+                        chunks.append(self._outbound.popleft())
+                self._writing = b"".join(chunks)
             try:
-                self._conn.sendall(data)
+                n = self._conn.send(self._writing)
+            except (SSL.WantWriteError, SSL.WantReadError):
+                return wrote
             except (SSL.Error, OSError):
-                return False
+                return None
+            self._writing = self._writing[n:]
+            wrote = True
