@@ -1,4 +1,4 @@
-"""Through the proxy: kubectl exec, exec -i, cp and port-forward, over WebSocket and SPDY.
+"""Through the proxy: kubectl exec, attach, cp and port-forward, over WebSocket and SPDY.
 
 kubectl 1.32 speaks WebSocket (`v5.channel.k8s.io`; port-forward tunnels SPDY inside
 `SPDY/3.1+portforward.k8s.io`) unless `KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false` /
@@ -32,6 +32,7 @@ from .e2e import ALICE, Emulator, Proxy, basic_header, password_of, start_emulat
 from .support import KUBECTL
 
 EXEC = "/api/v1/namespaces/default/pods/nginx-1/exec"
+ATTACH = "/api/v1/namespaces/default/pods/nginx-1/attach"
 PORTFORWARD = "/api/v1/namespaces/default/pods/nginx-1/portforward"
 IDENTITY = re.compile(r"(?i)^(x-remote-|authorization$)")
 ALICE_LINES = [
@@ -254,6 +255,23 @@ def test_exec_of_a_missing_command_is_an_internal_error(proxy: Proxy, protocol: 
     assert result.returncode == 1
     assert result.stderr.startswith(b"error: Internal error occurred: ")
     assert b'exec: "no-such-tool": executable file not found in $PATH' in result.stderr
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_attach_sends_stdin_to_the_main_process(
+    proxy: Proxy, emulator: Emulator, protocol: str
+) -> None:
+    # The emulated main process echoes its stdin; the session ends when kubectl closes stdin.
+    before = len(emulator.requests())
+    result = kubectl(proxy, "attach", "-i", "nginx-1", env=REMOTE_COMMAND_ENV[protocol],
+                     stdin=b"line one\nline two\n")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"line one\nline two\n"
+    assert result.stderr == b"If you don't see a command prompt, try pressing enter.\n"
+    [record] = upgrade_records(emulator, before, ATTACH)
+    assert record["path"] == f"{ATTACH}?container=nginx&stderr=true&stdin=true&stdout=true"
+    subprotocol = "v5.channel.k8s.io" if protocol == "websocket" else "v4.channel.k8s.io"
+    assert_upgrade_as_alice(record, protocol, subprotocol)
 
 
 def test_refused_websocket_upgrade_falls_back_to_spdy(proxy: Proxy, emulator: Emulator) -> None:

@@ -458,6 +458,7 @@ CORE_RESOURCES = (
     ResourceDef("namespaces", "namespace", "Namespace", False, ("get", "list"), ("ns",)),
     ResourceDef("pods", "pod", "Pod", True, ("get", "list", "watch"), ("po",), ("all",)),
     ResourceDef("pods/log", "", "Pod", True, ("get",)),
+    ResourceDef("pods/attach", "", "PodAttachOptions", True, ("create", "get")),
     ResourceDef("pods/exec", "", "PodExecOptions", True, ("create", "get")),
     ResourceDef("pods/portforward", "", "PodPortForwardOptions", True, ("create", "get")),
 )
@@ -772,7 +773,7 @@ class API:
         )
 
     def _pods(self, req: Request, info: RequestInfo) -> Response:
-        if info.name and info.subresource in ("exec", "portforward"):
+        if info.name and info.subresource in ("exec", "attach", "portforward"):
             return self._pod_stream(req, info)
         if info.verb not in ("get", "list", "watch"):
             return status_response(status.method_not_supported("pods", "", info.verb))
@@ -849,8 +850,9 @@ class API:
         return self._containers[key]
 
     def _pod_stream(self, req: Request, info: RequestInfo) -> Response:
-        """exec and portforward (GET or POST, `ExecREST`/`PortForwardREST.ConnectMethods` in
-        `k8s.io/kubernetes pkg/registry/core/pod/rest/subresources.go`)."""
+        """exec, attach and portforward (GET or POST: `ConnectMethods` of `ExecREST`,
+        `AttachREST`, `PortForwardREST` in `k8s.io/kubernetes pkg/registry/core/pod/rest/
+        subresources.go`)."""
         if req.method not in ("GET", "POST"):
             return status_response(
                 status.method_not_supported(f"pods/{info.subresource}", "", info.verb)
@@ -881,12 +883,11 @@ class API:
         def on_resize(width: int, height: int) -> None:
             container.resizes.append((width, height))
 
+        runner = container.attach if info.subresource == "attach" else container.run
         if is_websocket:
-            hijack = remotecommand.websocket_exec(
-                req.method, req.headers, opts, container.run, on_resize
-            )
+            hijack = remotecommand.websocket_exec(req.method, req.headers, opts, runner, on_resize)
         else:
-            hijack = remotecommand.spdy_exec(req.headers, opts, container.run, on_resize)
+            hijack = remotecommand.spdy_exec(req.headers, opts, runner, on_resize)
         return hijack_response(hijack)
 
     def _watch(self, req: Request, objects: list[dict[str, Any]]) -> Response:

@@ -10,6 +10,7 @@ coreutils/tar/POSIX sh namesakes closely enough for kubectl:
   `tar -xmf - [-C DIR]` (or with `--no-same-permissions --no-same-owner`) to copy in, and
   `tar cf - PATH` to copy out; its reader refuses members that do not start with the source
   path without its leading slash, which is how GNU tar names them (with a warning on stderr).
+- `kubectl attach`: the main process echoes stdin to stdout, like `cat`.
 - port-forward: every pod listens on port 80 (an HTTP server answering with index.html, as nginx
   would) and port 7 (echo, RFC 862); any other port refuses the connection.
 
@@ -58,6 +59,8 @@ class ExecIO:
     stdin: Reader | None = None
     stdout: Writer | None = None
     stderr: Writer | None = None
+    # Set once the client is gone: what a process attached to nothing waits for.
+    hangup: threading.Event = field(default_factory=threading.Event)
 
     @property
     def inp(self) -> Reader:
@@ -165,6 +168,17 @@ class Container:
                 f'exec: "{argv[0]}": executable file not found in $PATH: unknown'
             )
         return command(self, argv, io_)
+
+    def attach(self, _argv: list[str], io_: ExecIO) -> int:
+        """Attach to the main process, which echoes its stdin like `cat`.
+
+        With stdin, the session ends when the client closes it; without, it streams the
+        (quiet) process output until the client goes away, as attaching to a server would.
+        """
+        if io_.stdin is None:
+            io_.hangup.wait()
+            return 0
+        return _cmd_cat(self, ["cat"], io_)
 
     # -- port-forward -------------------------------------------------------------------------
 

@@ -1,4 +1,7 @@
-"""exec (and attach-like stdin) over the two streaming protocols kubectl 1.32 speaks.
+"""exec and attach over the two streaming protocols kubectl 1.32 speaks.
+
+attach is exec's twin on the wire (`/attach` instead of `/exec`, no `command`; the apiserver's
+`AttachREST` and the kubelet's `ServeAttach` use the same stream handling); only what runs differs.
 
 **WebSocket, `v5.channel.k8s.io`** (kubectl's default since 1.30; `k8s.io/client-go
 tools/remotecommand/websocket.go`), answered as kube-apiserver's StreamTranslatorHandler does
@@ -222,6 +225,7 @@ def websocket_exec(
 
     def run(tunnel: Tunnel) -> None:
         session = ChannelSession(tunnel, opts, on_resize)
+        hangup = threading.Event()
         # "Send an empty message to the lowest writable channel" (apiserver websocket.go).
         first = STDOUT if opts.stdout else STDERR if opts.stderr else ERROR
         session.ws.send(bytes([first]))
@@ -231,6 +235,7 @@ def websocket_exec(
                 session.stdin if opts.stdin else None,
                 session.writer(STDOUT) if opts.stdout else None,
                 session.writer(STDERR) if opts.stderr and not opts.tty else None,
+                hangup,
             )
             status = run_to_status(runner, list(opts.command), io_, translated=True)
             session.writer(ERROR).write(status_bytes(status))
@@ -240,6 +245,7 @@ def websocket_exec(
         worker.start()
         tunnel.run(session.ws)
         session.stdin.close()
+        hangup.set()
 
     return Hijack(websocket.switching_protocols(key, STREAM_PROTOCOL_V5), run)
 
@@ -366,6 +372,7 @@ def spdy_exec(
                 stdin,
                 _StreamWriter(streams["stdout"]) if "stdout" in streams else None,
                 _StreamWriter(streams["stderr"]) if "stderr" in streams else None,
+                session.closed,
             )
             status = run_to_status(runner, list(opts.command), io_, translated=False)
             # v4WriteStatusFunc writes the JSON for success too.
