@@ -2,8 +2,9 @@
 
 It implements kube-apiserver's front-proxy ("requestheader") authentication exactly, the x509
 client-certificate and static bearer-token authenticators, anonymous access, and enough API for
-kubectl 1.32: discovery, /version, health checks, pods and namespaces (with Table output), and
-SelfSubjectReview (`kubectl auth whoami`).
+kubectl 1.32: discovery, /version, health checks, pods and namespaces (with Table output),
+SelfSubjectReview (`kubectl auth whoami`), and exec, attach, cp and port-forward over WebSocket
+and SPDY/3.1 into a pretend container.
 
 In-process:
 

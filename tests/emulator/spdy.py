@@ -343,7 +343,7 @@ class Session:
         try:
             for frame in self._reader.feed(data):
                 self._handle(frame)
-        except ProtocolError:
+        except (ProtocolError, struct.error):  # struct.error: a frame shorter than its type
             self.goaway(status=1)
             self._finish()
 
