@@ -284,16 +284,21 @@ def spdy_handshake(
     Returns the negotiated protocol and None, or "" and the complete refusal.
     """
     if not any(n.lower() == "x-stream-protocol-version" for n, _ in headers):
+        # len(req.Header): distinct names, Host excluded (Go keeps it in req.Host).
+        names = {n.lower() for n, _ in headers} - {"host"}
         message = (
             "unable to upgrade: header X-Stream-Protocol-Version does not exist in request"
-            f" with {len({n.lower() for n, _ in headers})} headers"
+            f" with {len(names)} headers"
         )
         return "", go_http_error(400, message)
     client = _comma_values(headers, "X-Stream-Protocol-Version")
     if not client:
-        return "", go_http_error(
-            400, "unable to upgrade: header X-Stream-Protocol-Version contains no valid protocols"
+        values = [v for n, v in headers if n.lower() == "x-stream-protocol-version"]
+        message = (
+            f"unable to upgrade: header X-Stream-Protocol-Version contains {_go_list(values)},"
+            " but no valid protocols"
         )
+        return "", go_http_error(400, message)
     protocol = next((p for p in client if p in server_protocols), "")
     if not protocol:
         message = (
