@@ -1,10 +1,9 @@
-"""Shared fixtures: a development PKI, htpasswd files made by Apache's own tool."""
+"""Shared fixtures: a development PKI, the API-server emulator and the proxy."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,8 @@ sys.path.insert(0, str(REPO / "addon"))
 
 import devpki  # noqa: E402
 
+from .e2e import Emulator, Proxy, start_emulator, start_proxy_for  # noqa: E402
+
 
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -24,23 +25,19 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-HTPASSWD_FLAGS = {
-    "bcrypt": ["-B", "-C", "5"],
-    "apr1": ["-m"],
-    "sha256": ["-2"],
-    "sha512": ["-5"],
-    "sha1": ["-s"],
-}
+@pytest.fixture(scope="module")
+def emulator(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    """The API-server emulator, one per test module."""
+    emu = start_emulator(pki, tmp_path_factory.mktemp("emulator"))
+    yield emu
+    emu.process.stop()
 
 
-def htpasswd_add(path: Path, user: str, password: str, scheme: str) -> None:
-    """Add a user with Apache's real htpasswd tool (apache2-utils)."""
-    tool = shutil.which("htpasswd")
-    if tool is None:
-        pytest.fail("htpasswd (apache2-utils) is required; .ci/run installs it")
-    create = [] if path.exists() else ["-c"]
-    subprocess.run(
-        [tool, "-b", *create, *HTPASSWD_FLAGS[scheme], str(path), user, password],
-        check=True,
-        capture_output=True,
-    )
+@pytest.fixture(scope="module")
+def proxy(
+    pki: Path, emulator: Emulator, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Proxy]:
+    """The proxy in front of the module's emulator, started as the README says."""
+    p = start_proxy_for(pki, tmp_path_factory.mktemp("proxy"), emulator.port)
+    yield p
+    p.process.stop()

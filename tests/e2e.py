@@ -12,8 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .conftest import htpasswd_add
-from .support import KUBECTL, REPO, Process, free_port, proxy_config, read_json_lines, write_yaml
+from .support import (
+    KUBECTL,
+    Process,
+    free_port,
+    htpasswd_add,
+    proxy_config,
+    read_json_lines,
+    start_proxy,
+    write_yaml,
+)
 
 # One user per htpasswd scheme, each with the scheme in its password.
 SCHEME_USERS = {
@@ -139,8 +147,6 @@ def start_proxy_for(
     config = write_yaml(
         workdir / "config.yaml", proxy_config(pki, upstream_port, port, **overrides)
     )
-    args = [str(Path(sys.executable).parent / tool), "-s", str(REPO / "addon" / "k8s_auth.py"),
-            "--set", f"k8s_auth_config={config}", *extra]  # fmt: skip
-    process = Process(args, workdir / f"{tool}-{port}.out")
+    process = start_proxy(config, workdir / f"{tool}-{port}.out", *extra, tool=tool)
     process.wait_for(rf"reverse proxy to .* listening at 127\.0\.0\.1:{port}")
     return Proxy(process, port, config, pki, workdir)

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -110,7 +112,7 @@ class Process:
 
 
 def start_proxy(config: Path, log: Path, *extra: str, tool: str = "mitmdump") -> Process:
-    """Start the proxy exactly as the README says, and wait until its listener is up."""
+    """Start the proxy exactly as the README says."""
     proc = Process(
         [str(BIN / tool), "-s", str(REPO / "addon" / "k8s_auth.py"),
          "--set", f"k8s_auth_config={config}", *extra],
@@ -131,3 +133,25 @@ def read_json_lines(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+HTPASSWD_FLAGS = {
+    "bcrypt": ["-B", "-C", "5"],
+    "apr1": ["-m"],
+    "sha256": ["-2"],
+    "sha512": ["-5"],
+    "sha1": ["-s"],
+}
+
+
+def htpasswd_add(path: Path, user: str, password: str, scheme: str) -> None:
+    """Add a user with Apache's real htpasswd tool (apache2-utils)."""
+    tool = shutil.which("htpasswd")
+    if tool is None:
+        pytest.fail("htpasswd (apache2-utils) is required; .ci/run installs it")
+    create = [] if path.exists() else ["-c"]
+    subprocess.run(
+        [tool, "-b", *create, *HTPASSWD_FLAGS[scheme], str(path), user, password],
+        check=True,
+        capture_output=True,
+    )

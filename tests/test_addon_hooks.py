@@ -16,8 +16,7 @@ from mitmproxy.test import taddons, tflow
 
 from kube_front_proxy.addon import K8sAuth
 
-from .conftest import htpasswd_add
-from .support import proxy_config, write_yaml
+from .support import htpasswd_add, proxy_config, write_yaml
 
 UNAUTHORIZED = (
     b'{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'

@@ -10,8 +10,7 @@ import pytest
 from kube_front_proxy.errors import ConfigError
 from kube_front_proxy.runtime import build_runtime
 
-from .conftest import htpasswd_add
-from .support import proxy_config, write_yaml
+from .support import htpasswd_add, proxy_config, write_yaml
 
 
 @pytest.fixture

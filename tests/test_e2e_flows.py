@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from mitmproxy import http, io
 
-from .e2e import Emulator, basic_header, password_of, start_emulator, start_proxy_for
+from .e2e import Emulator, basic_header, password_of, start_proxy_for
 
 WRONG_PASSWORD = "Wr0ng-but-close-pässword"
-
-
-@pytest.fixture(scope="module")
-def emulator(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    emu = start_emulator(pki, tmp_path_factory.mktemp("emulator"))
-    yield emu
-    emu.process.stop()
 
 
 def test_saved_flows_carry_identity_and_no_secret(

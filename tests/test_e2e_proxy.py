@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,22 +24,6 @@ UNAUTHORIZED = (
     b'"message":"Unauthorized","reason":"Unauthorized","code":401}\n'
 )
 IDENTITY = re.compile(r"(?i)^(x-remote-|authorization$|x-auth-)")
-
-
-@pytest.fixture(scope="module")
-def emulator(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    emu = start_emulator(pki, tmp_path_factory.mktemp("emulator"))
-    yield emu
-    emu.process.stop()
-
-
-@pytest.fixture(scope="module")
-def proxy(
-    pki: Path, emulator: Emulator, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Proxy]:
-    p = start_proxy_for(pki, tmp_path_factory.mktemp("proxy"), emulator.port)
-    yield p
-    p.process.stop()
 
 
 def identity_headers(record: dict[str, Any]) -> list[list[str]]:

@@ -6,8 +6,6 @@ import json
 import re
 import socket
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,18 +14,10 @@ from .e2e import (
     Emulator,
     basic_header,
     password_of,
-    start_emulator,
     start_proxy_for,
     write_users,
 )
-from .support import REPO, Process, free_port, proxy_config, write_yaml
-
-
-@pytest.fixture(scope="module")
-def emulator(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    emu = start_emulator(pki, tmp_path_factory.mktemp("emulator"))
-    yield emu
-    emu.process.stop()
+from .support import REPO, free_port, proxy_config, start_proxy, write_yaml
 
 
 def listening_ports(pid: int) -> set[int]:
@@ -52,6 +42,16 @@ def test_only_the_configured_listener_serves(pki: Path, emulator: Emulator, tmp_
         proxy.process.stop()
 
 
+def failed_start_up(config: Path, log: Path) -> str:
+    """Start the proxy as the README says, expect it to exit with an error; its output."""
+    proc = start_proxy(config, log)
+    try:
+        assert proc.proc.wait(30) != 0
+    finally:
+        proc.stop()
+    return proc.output()
+
+
 def test_busy_port_stops_start_up_with_a_clear_error(
     pki: Path, emulator: Emulator, tmp_path: Path
 ) -> None:
@@ -61,16 +61,7 @@ def test_busy_port_stops_start_up_with_a_clear_error(
         busy.listen()
         port = busy.getsockname()[1]
         config = write_yaml(tmp_path / "config.yaml", proxy_config(pki, emulator.port, port))
-        proc = Process(
-            [str(Path(sys.executable).parent / "mitmdump"), "-s", str(REPO / "addon/k8s_auth.py"),
-             "--set", f"k8s_auth_config={config}"],
-            tmp_path / "out.txt",
-        )  # fmt: skip
-        try:
-            assert proc.proc.wait(30) != 0
-        finally:
-            proc.stop()
-    output = proc.output()
+        output = failed_start_up(config, tmp_path / "out.txt")
     assert f"cannot listen on 127.0.0.1:{port}" in output
     assert "address already in use" in output.lower()
 
@@ -80,16 +71,8 @@ def test_broken_config_stops_start_up_naming_file_and_key(pki: Path, tmp_path: P
     config = write_yaml(
         tmp_path / "config.yaml", proxy_config(pki, 6443, free_port(), listen={"prot": 1})
     )
-    proc = Process(
-        [str(Path(sys.executable).parent / "mitmdump"), "-s", str(REPO / "addon/k8s_auth.py"),
-         "--set", f"k8s_auth_config={config}"],
-        tmp_path / "out.txt",
-    )  # fmt: skip
-    try:
-        assert proc.proc.wait(30) != 0
-    finally:
-        proc.stop()
-    assert f"{config}: listen.prot: unknown key" in proc.output()
+    output = failed_start_up(config, tmp_path / "out.txt")
+    assert f"{config}: listen.prot: unknown key" in output
 
 
 @pytest.mark.parametrize(

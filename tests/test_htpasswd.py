@@ -10,7 +10,7 @@ from kube_front_proxy.config import FileRef
 from kube_front_proxy.errors import ConfigError
 from kube_front_proxy.htpasswd import Htpasswd
 
-from .conftest import HTPASSWD_FLAGS, htpasswd_add
+from .support import HTPASSWD_FLAGS, htpasswd_add
 
 
 def ref(path: Path) -> FileRef:

@@ -16,7 +16,6 @@ import devpki
 from kube_front_proxy.reload import Reloader
 from kube_front_proxy.runtime import Runtime, build_runtime
 
-from .conftest import htpasswd_add
 from .e2e import (
     ALICE,
     Emulator,
@@ -26,7 +25,7 @@ from .e2e import (
     start_emulator,
     start_proxy_for,
 )
-from .support import proxy_config, write_yaml
+from .support import htpasswd_add, proxy_config, write_yaml
 
 
 class Holder:

@@ -6,15 +6,13 @@ import os
 import select
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from mitmproxy.test import tutils
 
 from kube_front_proxy.streaming import must_stream
 
-from .e2e import Emulator, Proxy, start_emulator, start_proxy_for
+from .e2e import Proxy
 from .support import KUBECTL
 
 
@@ -30,22 +28,6 @@ from .support import KUBECTL
 def test_must_stream(headers: dict[str, str], expected: bool) -> None:
     response = tutils.tresp(headers=tuple((k.encode(), v.encode()) for k, v in headers.items()))
     assert must_stream(response) is expected
-
-
-@pytest.fixture(scope="module")
-def emulator(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    emu = start_emulator(pki, tmp_path_factory.mktemp("emulator"))
-    yield emu
-    emu.process.stop()
-
-
-@pytest.fixture(scope="module")
-def proxy(
-    pki: Path, emulator: Emulator, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Proxy]:
-    p = start_proxy_for(pki, tmp_path_factory.mktemp("proxy"), emulator.port)
-    yield p
-    p.process.stop()
 
 
 def read_until(proc: subprocess.Popen[bytes], needle: bytes, timeout: float) -> bytes:
