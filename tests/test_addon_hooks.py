@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -176,3 +177,31 @@ async def test_locked_out_attempts_run_no_hash(
     assert flow.response.headers["Retry-After"] == "1"
     assert len(calls) == addon.runtime.settings.lockout.user_failures
     assert flow.metadata["k8s_refused"] == "locked out"
+
+
+@pytest.mark.parametrize("keep", [False, True])
+async def test_upgraded_connections_do_not_hoard_relayed_messages(
+    addon: K8sAuth, keep: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert addon.runtime
+    settings = dataclasses.replace(addon.runtime.settings, keep_upgraded_messages=keep)
+    monkeypatch.setattr(addon, "runtime", dataclasses.replace(addon.runtime, settings=settings))
+    ws = tflow.twebsocketflow()
+    raw = tflow.ttcpflow()
+    assert ws.websocket and len(ws.websocket.messages) > 1 and len(raw.messages) > 1
+    counts = (len(ws.websocket.messages), len(raw.messages))
+    last = (ws.websocket.messages[-1], raw.messages[-1])
+    addon.websocket_message(ws)
+    addon.tcp_message(raw)
+    if keep:
+        assert (len(ws.websocket.messages), len(raw.messages)) == counts
+    else:
+        assert (ws.websocket.messages, raw.messages) == ([last[0]], [last[1]])
+
+
+async def test_spdy_upgrades_need_rawtcp_which_the_addon_owns(addon: K8sAuth) -> None:
+    from mitmproxy import ctx
+
+    assert ctx.options.rawtcp is True
+    with pytest.raises(exceptions.OptionsError, match="cannot be changed"):
+        ctx.options.update(rawtcp=False)

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from pathlib import Path
 
-from mitmproxy import connection, ctx, exceptions, http, tls
+from mitmproxy import connection, ctx, exceptions, http, tcp, tls
 from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy.mode_specs import ProxyMode
 
@@ -24,7 +24,7 @@ from .recording import Recorder
 from .reload import Reloader
 from .runtime import Runtime, build_runtime
 from .status import status_response, too_many_requests, unauthorized
-from .streaming import must_stream
+from .streaming import forget_relayed, must_stream
 
 logger = logging.getLogger("kube_front_proxy")
 
@@ -209,6 +209,17 @@ class K8sAuth:
     def websocket_end(self, flow: http.HTTPFlow) -> None:
         if self.recorder.enabled:
             self.recorder.websocket_done(flow)
+
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        if flow.websocket and not self._keep_upgraded_messages():
+            forget_relayed(flow.websocket.messages)
+
+    def tcp_message(self, flow: tcp.TCPFlow) -> None:
+        if not self._keep_upgraded_messages():
+            forget_relayed(flow.messages)
+
+    def _keep_upgraded_messages(self) -> bool:
+        return bool(self.runtime and self.runtime.settings.keep_upgraded_messages)
 
     def client_disconnected(self, client: connection.Client) -> None:
         if self.recorder.enabled:

@@ -73,6 +73,7 @@ class Settings:
     metrics_listen: tuple[str, int] | None
     metrics_per_user: bool
     audit: AuditSettings | None
+    keep_upgraded_messages: bool
 
 
 def load_settings(path: Path) -> Settings:
@@ -130,6 +131,10 @@ def load_settings(path: Path) -> Settings:
     audit = _audit(audit_section) if audit_section.names() else None
     audit_section.finish()
 
+    upgrades = root.section("upgrades")
+    keep_upgraded_messages = upgrades.boolean("keep_messages", False)
+    upgrades.finish()
+
     root.finish()
     return Settings(
         file=path,
@@ -150,6 +155,7 @@ def load_settings(path: Path) -> Settings:
         metrics_listen=metrics_listen,
         metrics_per_user=metrics_per_user,
         audit=audit,
+        keep_upgraded_messages=keep_upgraded_messages,
     )
 
 

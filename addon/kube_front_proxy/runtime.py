@@ -55,6 +55,9 @@ class Runtime:
             # mitmproxy kills clients from public addresses so that a forward proxy is not
             # left open to the internet; every request here must log in first.
             "block_global": not self.settings.allow_public_clients,
+            # SPDY/3.1 upgrades (exec and port-forward with WebSockets off, older kubectl,
+            # client-go's SPDY executor) are relayed as raw TCP only with this on.
+            "rawtcp": True,
         }
 
 
