@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import os
 import ssl
 import subprocess
 import sys
@@ -100,11 +101,12 @@ class Proxy:
         })  # fmt: skip
         return path
 
-    def kubectl(self, *args: str, user: str = "alice",
-                password: str | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    def kubectl(self, *args: str, user: str = "alice", password: str | None = None,
+                env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
         return subprocess.run(
             [KUBECTL, "--kubeconfig", str(self.kubeconfig(user, password)), *args],
             capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
         )  # fmt: skip
 
     def whoami(self, user: str = "alice", password: str | None = None) -> dict[str, Any]:

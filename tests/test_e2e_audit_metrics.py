@@ -40,6 +40,17 @@ def test_audit_log_and_metrics(pki: Path, tmp_path: Path) -> None:
         )
         assert watch.returncode == 0, watch.stderr
         assert proxy.raw("GET", "/api/v1/pods", [basic_header("alice", WRONG)])[0] == 401
+        exec_ws = proxy.kubectl("exec", "nginx-1", "--", "echo", "hi")
+        assert exec_ws.returncode == 0 and exec_ws.stdout == "hi\n", exec_ws.stderr
+        spdy = proxy.kubectl(
+            "exec",
+            "nginx-1",
+            "--",
+            "echo",
+            "hi",
+            env={"KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false"},
+        )
+        assert spdy.returncode == 0, spdy.stderr
         metrics = scrape(metrics_port)
     finally:
         proxy.process.stop()
@@ -52,6 +63,14 @@ def test_audit_log_and_metrics(pki: Path, tmp_path: Path) -> None:
     assert ("watch", "ResponseStarted") in by_verb and ("watch", "ResponseComplete") in by_verb
     watch_ids = [e["auditID"] for e in events if e["verb"] == "watch"]
     assert len(watch_ids) == 2 and len(set(watch_ids)) == 1
+
+    # exec sessions: started, then complete, with the verb of their HTTP method.
+    execs = [e for e in events if e.get("objectRef", {}).get("subresource") == "exec"]
+    assert sorted((e["verb"], e["stage"]) for e in execs) == [
+        ("create", "ResponseComplete"), ("create", "ResponseStarted"),
+        ("get", "ResponseComplete"), ("get", "ResponseStarted"),
+    ]  # fmt: skip
+    assert all(e["responseStatus"]["code"] == 101 for e in execs)
 
     pods = next(e for e in events if e["verb"] == "list")
     assert pods["user"]["username"] == "alice"
