@@ -6,13 +6,14 @@ import os
 import select
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from mitmproxy.test import tutils
 
 from kube_front_proxy.streaming import must_stream
 
-from .e2e import Proxy
+from .e2e import Emulator, Proxy, start_proxy_for
 from .support import KUBECTL
 
 
@@ -71,3 +72,24 @@ def test_never_ending_responses_reach_kubectl_as_they_arrive(
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_idle_timeout_is_the_configured_one(pki: Path, emulator: Emulator, tmp_path: Path) -> None:
+    """A quiet watch lives as long as connections.idle_timeout_seconds, then is closed."""
+    proxy = start_proxy_for(pki, tmp_path, emulator.port, connections={"idle_timeout_seconds": 2})
+    try:
+        proc = subprocess.Popen(
+            [KUBECTL, "--kubeconfig", str(proxy.kubeconfig("alice")), "get", "--raw",
+             "/api/v1/namespaces/default/pods?watch=true"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            read_until(proc, b'"name":"nginx-2"', timeout=10)
+            started = time.monotonic()
+            proc.wait(timeout=15)  # the proxy closes the quiet connection
+            assert 1.5 < time.monotonic() - started < 10
+        finally:
+            proc.kill()
+            proc.wait()
+    finally:
+        proxy.process.stop()

@@ -74,6 +74,7 @@ class Settings:
     metrics_per_user: bool
     audit: AuditSettings | None
     keep_upgraded_messages: bool
+    idle_timeout: int
 
 
 def load_settings(path: Path) -> Settings:
@@ -135,6 +136,15 @@ def load_settings(path: Path) -> Settings:
     keep_upgraded_messages = upgrades.boolean("keep_messages", False)
     upgrades.finish()
 
+    connections = root.section("connections")
+    # The kubelet's --streaming-connection-idle-timeout (exec, attach, port-forward) is 4 h;
+    # kube-apiserver ends watches after 30-60 min (--min-request-timeout): mitmproxy's own
+    # 10 min would cut a quiet watch or an idle shell first.
+    idle_timeout = connections.integer("idle_timeout_seconds", 4 * 3600)
+    if idle_timeout < 1:
+        raise connections.error("idle_timeout_seconds", "must be at least 1")
+    connections.finish()
+
     root.finish()
     return Settings(
         file=path,
@@ -156,6 +166,7 @@ def load_settings(path: Path) -> Settings:
         metrics_per_user=metrics_per_user,
         audit=audit,
         keep_upgraded_messages=keep_upgraded_messages,
+        idle_timeout=idle_timeout,
     )
 
 

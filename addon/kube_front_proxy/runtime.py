@@ -58,6 +58,8 @@ class Runtime:
             # SPDY/3.1 upgrades (exec and port-forward with WebSockets off, older kubectl,
             # client-go's SPDY executor) are relayed as raw TCP only with this on.
             "rawtcp": True,
+            # Idle client connections (quiet watches, idle exec shells) are closed after this.
+            "tcp_timeout": self.settings.idle_timeout,
         }
 
 
