@@ -48,6 +48,9 @@ class Runtime:
         """The mitmproxy options this configuration decides; the addon owns them."""
         return {
             "mode": [self.mode],
+            # Only shown (mitmweb's status bar): the mode above carries its own address.
+            "listen_host": self.settings.listen_host,
+            "listen_port": self.settings.listen_port,
             # Connect upstream when a request arrives, so that a failure becomes a 502 for
             # that request instead of a silently closed client connection.
             "connection_strategy": "lazy",
