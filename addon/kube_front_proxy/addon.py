@@ -94,24 +94,33 @@ class K8sAuth:
             )
 
     async def running(self) -> None:
+        if self.runtime:
+            await self._listen(self.runtime)
+            self._serve_metrics(self.runtime)
+            self._start_reloading(self.runtime)
+
+    async def _listen(self, runtime: Runtime) -> None:
         # mitmproxy starts its listeners before scripts load, so the default forward proxy may
         # have been opened; client_connected refuses it, and this replaces it with ours. A
         # failure (port in use) is logged as an error, which makes mitmproxy exit at start-up.
-        proxyserver = ctx.master.addons.get("proxyserver")
-        if self.runtime and not await proxyserver.setup_servers():
+        if not await ctx.master.addons.get("proxyserver").setup_servers():
+            s = runtime.settings
             logger.error(
                 "kube-front-proxy: cannot listen on %s:%s (see the error above)",
-                self.runtime.settings.listen_host,
-                self.runtime.settings.listen_port,
+                s.listen_host,
+                s.listen_port,
             )
-        metrics_listen = self.runtime.settings.metrics_listen if self.runtime else None
-        if self.recorder.metrics and metrics_listen:
+
+    def _serve_metrics(self, runtime: Runtime) -> None:
+        listen = runtime.settings.metrics_listen
+        if self.recorder.metrics and listen:
             try:
-                self.recorder.metrics.serve(*metrics_listen)
+                self.recorder.metrics.serve(*listen)
             except OSError as e:
-                logger.error("kube-front-proxy: cannot serve metrics on %s:%s: %s",
-                             *metrics_listen, e)  # fmt: skip
-        interval = self.runtime.settings.reload_interval if self.runtime else 0
+                logger.error("kube-front-proxy: cannot serve metrics on %s:%s: %s", *listen, e)
+
+    def _start_reloading(self, runtime: Runtime) -> None:
+        interval = runtime.settings.reload_interval
         if interval > 0 and not self._reloader:
             reloader = Reloader(self._current_runtime, self._use_runtime, self._reload_refused)
             self._reloader = asyncio.create_task(reloader.run(interval))
