@@ -63,6 +63,9 @@ class Runtime:
             "rawtcp": True,
             # Idle client connections (quiet watches, idle exec shells) are closed after this.
             "tcp_timeout": self.settings.idle_timeout,
+            # Bodies of known length above this are passed on as they arrive too, so a 200 MB
+            # list does not sit in the proxy's memory (streaming.must_stream covers the rest).
+            "stream_large_bodies": "1m",
         }
 
 
