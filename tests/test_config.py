@@ -75,6 +75,7 @@ def test_invalid_yaml(tmp_path: Path) -> None:
         ({"reload": {"interval_seconds": -1}}, "reload.interval_seconds", "0 (no reload)"),
         ({"metrics": {"listen": "9095"}}, "metrics.listen", "HOST:PORT"),
         ({"connections": {"idle_timeout_seconds": 0}}, "connections.idle_timeout_seconds", "at"),
+        ({"connections": {"max_per_client": 0}}, "connections.max_per_client", "at least 1"),
         ({"metrics": {"per_user": "yes"}}, "metrics.per_user", "true or false"),
         ({"audit": {"path": "a.log", "max_backups": 0}}, "audit.max_backups", "at least 1"),
         ({"audit": {"max_size_mb": 1}}, "audit.path", "missing"),

@@ -17,6 +17,7 @@ from mitmproxy.proxy.mode_specs import ProxyMode
 
 from . import error_pages
 from .audit import AuditLog
+from .connection_limits import ConnectionLimits
 from .errors import ConfigError
 from .flow_labels import label
 from .metrics import Metrics
@@ -38,6 +39,7 @@ class K8sAuth:
         self._reloader: asyncio.Task[None] | None = None
         # The audit log and the metrics outlive reloads: they need a restart to change.
         self.recorder = Recorder(None, None)
+        self.limits = ConnectionLimits(max_total=1, max_per_client=1)
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
@@ -62,6 +64,7 @@ class K8sAuth:
             self.runtime = runtime
             self._mode = ProxyMode.parse(runtime.mode)
             self._start_recorder(runtime)
+            self._set_limits(runtime)
             ctx.options.update(**runtime.mitmproxy_options)
             logger.info(
                 "kube-front-proxy: %s users, forwarding to %s",
@@ -135,8 +138,14 @@ class K8sAuth:
 
     def _use_runtime(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self._set_limits(runtime)
         if self.recorder.metrics:
             self.recorder.metrics.reloads.labels("ok").inc()
+
+    def _set_limits(self, runtime: Runtime) -> None:
+        # Counts carry over: connections already open stay counted under the new limits.
+        self.limits.max_total = runtime.settings.max_connections
+        self.limits.max_per_client = runtime.settings.max_connections_per_client
 
     def done(self) -> None:
         if self._reloader:
@@ -152,6 +161,11 @@ class K8sAuth:
                 client.sockname,
                 client.proxy_mode.full_spec,
             )
+            return
+        refused = self.limits.admit(client.id, client.peername[0])
+        if refused:
+            client.error = f"refused: {refused}"
+            logger.warning("kube-front-proxy: refused a connection: %s", refused)
 
     def tls_start_client(self, data: tls.TlsData) -> None:
         if self.runtime and not data.is_dtls:
@@ -231,6 +245,7 @@ class K8sAuth:
         return bool(self.runtime and self.runtime.settings.keep_upgraded_messages)
 
     def client_disconnected(self, client: connection.Client) -> None:
+        self.limits.release(client.id, client.peername[0])
         if self.recorder.enabled:
             self.recorder.connection_closed(client)
 

@@ -75,6 +75,8 @@ class Settings:
     audit: AuditSettings | None
     keep_upgraded_messages: bool
     idle_timeout: int
+    max_connections: int
+    max_connections_per_client: int
 
 
 def load_settings(path: Path) -> Settings:
@@ -143,6 +145,14 @@ def load_settings(path: Path) -> Settings:
     idle_timeout = connections.integer("idle_timeout_seconds", 4 * 3600)
     if idle_timeout < 1:
         raise connections.error("idle_timeout_seconds", "must be at least 1")
+    max_connections = connections.integer("max_total", 2000)
+    max_connections_per_client = connections.integer("max_per_client", 200)
+    for key, value in (
+        ("max_total", max_connections),
+        ("max_per_client", max_connections_per_client),
+    ):
+        if value < 1:
+            raise connections.error(key, "must be at least 1")
     connections.finish()
 
     root.finish()
@@ -167,6 +177,8 @@ def load_settings(path: Path) -> Settings:
         audit=audit,
         keep_upgraded_messages=keep_upgraded_messages,
         idle_timeout=idle_timeout,
+        max_connections=max_connections,
+        max_connections_per_client=max_connections_per_client,
     )
 
 
