@@ -39,6 +39,18 @@ ALICE = {
     "extra": {"scopes": ["view", "edit"], "acme.com/project": ["payments"]},
 }
 
+# What the API server receives for alice, header line by header line.
+ALICE_LINES = [
+    ["X-Remote-User", "alice"],
+    ["X-Remote-Uid", "1001"],
+    ["X-Remote-Group", "developers"],
+    ["X-Remote-Group", "system:masters"],
+    ["X-Remote-Group", "a,b"],
+    ["X-Remote-Extra-scopes", "view"],
+    ["X-Remote-Extra-scopes", "edit"],
+    ["X-Remote-Extra-acme.com%2Fproject", "payments"],
+]
+
 
 def password_of(user: str) -> str:
     return ALICE_PASSWORD if user == "alice" else f"{user}-secret"

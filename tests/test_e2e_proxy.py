@@ -10,6 +10,7 @@ import pytest
 
 from .e2e import (
     ALICE,
+    ALICE_LINES,
     SCHEME_USERS,
     Emulator,
     Proxy,
@@ -107,16 +108,7 @@ def test_spoofed_identity_headers_are_replaced_byte_for_byte(
     )  # fmt: skip
     assert status == 200, body
     [record] = new_requests(emulator, before)
-    assert identity_headers(record) == [
-        ["X-Remote-User", "alice"],
-        ["X-Remote-Uid", "1001"],
-        ["X-Remote-Group", "developers"],
-        ["X-Remote-Group", "system:masters"],
-        ["X-Remote-Group", "a,b"],
-        ["X-Remote-Extra-scopes", "view"],
-        ["X-Remote-Extra-scopes", "edit"],
-        ["X-Remote-Extra-acme.com%2Fproject", "payments"],
-    ]
+    assert identity_headers(record) == ALICE_LINES
     # The password (Authorization) never reaches the API server.
     assert not any(h[0].lower() == "authorization" for h in record["headers"])
     assert record["peer_cert_cn"] == "front-proxy-client"

@@ -20,7 +20,6 @@ import ssl
 import struct
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,23 +27,13 @@ import pytest
 
 from tests.emulator import EmulatorConfig, EmulatorServer, spdy, websocket
 
-from .e2e import ALICE, Emulator, Proxy, basic_header, password_of, start_emulator, start_proxy_for
+from .e2e import ALICE, ALICE_LINES, Emulator, Proxy, basic_header, password_of
 from .support import KUBECTL
 
 EXEC = "/api/v1/namespaces/default/pods/nginx-1/exec"
 ATTACH = "/api/v1/namespaces/default/pods/nginx-1/attach"
 PORTFORWARD = "/api/v1/namespaces/default/pods/nginx-1/portforward"
 IDENTITY = re.compile(r"(?i)^(x-remote-|authorization$)")
-ALICE_LINES = [
-    ["X-Remote-User", "alice"],
-    ["X-Remote-Uid", "1001"],
-    ["X-Remote-Group", "developers"],
-    ["X-Remote-Group", "system:masters"],
-    ["X-Remote-Group", "a,b"],
-    ["X-Remote-Extra-scopes", "view"],
-    ["X-Remote-Extra-scopes", "edit"],
-    ["X-Remote-Extra-acme.com%2Fproject", "payments"],
-]
 SPOOFS = [
     ("X-Remote-User", "admin"),
     ("x-remote-group", "system:masters"),
@@ -61,22 +50,6 @@ PORT_FORWARD_ENV = {
 }
 PROTOCOLS = sorted(REMOTE_COMMAND_ENV)
 TIMEOUT = 15
-
-
-@pytest.fixture(scope="module")
-def emulator(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    emu = start_emulator(pki, tmp_path_factory.mktemp("emulator"))
-    yield emu
-    emu.process.stop()
-
-
-@pytest.fixture(scope="module")
-def proxy(
-    pki: Path, emulator: Emulator, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Proxy]:
-    p = start_proxy_for(pki, tmp_path_factory.mktemp("proxy"), emulator.port)
-    yield p
-    p.process.stop()
 
 
 # -- helpers -----------------------------------------------------------------------------------
