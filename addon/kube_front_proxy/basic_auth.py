@@ -1,4 +1,4 @@
-"""Reading HTTP Basic credentials (RFC 7617) from Authorization headers."""
+"""Reading credentials from Authorization headers: HTTP Basic (RFC 7617) and Bearer tokens."""
 
 from __future__ import annotations
 
@@ -16,6 +16,23 @@ class MalformedCredentials(ValueError):
 class Credentials:
     username: str
     password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class BearerToken:
+    token: str = field(repr=False)
+
+
+def parse_authorization(authorization: Sequence[str]) -> Credentials | BearerToken | None:
+    """Basic credentials or a bearer token; None if there is no Authorization header."""
+    if len(authorization) == 1:
+        scheme, _, token = authorization[0].strip().partition(" ")
+        if scheme.lower() == "bearer":
+            token = token.strip()
+            if not token or " " in token:
+                raise MalformedCredentials("malformed Bearer token")
+            return BearerToken(token)
+    return parse_basic(authorization)
 
 
 def parse_basic(authorization: Sequence[str]) -> Credentials | None:

@@ -63,7 +63,9 @@ class Settings:
     serving_key: FileRef
     upstream: Upstream
     header_names: HeaderNames
-    htpasswd: FileRef
+    htpasswd: FileRef | None
+    tokens: FileRef | None
+    token_hashes: bool
     users: FileRef | None
     realm: str
     cache_ttl: float
@@ -102,9 +104,12 @@ def load_settings(path: Path) -> Settings:
     header_names = _header_names(root.section("identity"))
 
     authn = root.section("authn", required=True)
-    htpasswd = _file(authn, "htpasswd")
-    users_path = authn.optional_path("users")
-    users = FileRef(users_path, path, "authn.users") if users_path else None
+    htpasswd = _optional_file(authn, "htpasswd")
+    tokens = _optional_file(authn, "tokens")
+    token_hashes = authn.boolean("token_hashes", False)
+    if htpasswd is None and tokens is None:
+        raise authn.error("htpasswd", "missing: set authn.htpasswd, authn.tokens or both")
+    users = _optional_file(authn, "users")
     realm = authn.string("realm", "kubernetes")
     if not realm or any(c in realm for c in '"\\') or not realm.isprintable():
         raise authn.error("realm", "must be printable text without quotes or backslashes")
@@ -166,6 +171,8 @@ def load_settings(path: Path) -> Settings:
         upstream=upstream,
         header_names=header_names,
         htpasswd=htpasswd,
+        tokens=tokens,
+        token_hashes=token_hashes,
         users=users,
         realm=realm,
         cache_ttl=cache_ttl,
@@ -216,6 +223,11 @@ def _lockout(section: Section) -> LockoutPolicy:
 
 def _file(section: Section, key: str) -> FileRef:
     return FileRef(section.path(key), section.file, f"{section.key}.{key}")
+
+
+def _optional_file(section: Section, key: str) -> FileRef | None:
+    path = section.optional_path(key)
+    return FileRef(path, section.file, f"{section.key}.{key}") if path else None
 
 
 def _check_host(section: Section, key: str, host: str) -> None:

@@ -11,8 +11,6 @@ from mitmproxy import http
 
 from .authentication import Outcome
 
-AUTHENTICATOR = "htpasswd"
-
 
 def label(flow: http.HTTPFlow, outcome: Outcome) -> None:
     identity = outcome.identity
@@ -24,5 +22,5 @@ def label(flow: http.HTTPFlow, outcome: Outcome) -> None:
         return
     flow.metadata["k8s_user"] = identity.user
     flow.metadata["k8s_groups"] = list(identity.groups)
-    flow.metadata["k8s_authenticator"] = AUTHENTICATOR
+    flow.metadata["k8s_authenticator"] = outcome.authenticator
     flow.comment = f"user {identity.user}"

@@ -13,7 +13,6 @@ from mitmproxy import connection, http
 
 from .audit import AuditEvent, AuditLog
 from .authentication import Outcome
-from .flow_labels import AUTHENTICATOR
 from .metrics import Metrics
 
 
@@ -42,7 +41,7 @@ class Recorder:
             flow.client_conn.peername[0],
             flow.request.headers.get("user-agent", ""),
             outcome.identity or outcome.claimed_user,
-            AUTHENTICATOR,
+            outcome.authenticator,
             flow.request.timestamp_start,
             refused=None if outcome.identity else outcome.reason,
         )
@@ -118,7 +117,7 @@ class Recorder:
             self.metrics.request_done(
                 event.request.verb,
                 code,
-                AUTHENTICATOR if logged_in else "none",
+                flow.metadata.get("k8s_authenticator", "none"),
                 event.user.user if logged_in else "",
                 ended - event.received_at,
                 upstream,

@@ -5,20 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .authentication import BasicLogin
+from .authentication import Login
 from .config import Settings, load_settings
 from .credential_cache import CredentialCache
 from .htpasswd import Htpasswd
 from .identity import IdentityHeaderWriter
 from .lockout import Lockout
 from .tls import ServingTLS, UpstreamTLS, read_certificates, read_key_pair
+from .tokens import TokenFile
 from .users import load_users
 
 
 @dataclass(frozen=True)
 class Runtime:
     settings: Settings
-    login: BasicLogin
+    login: Login
     writer: IdentityHeaderWriter
     serving: ServingTLS
     upstream: UpstreamTLS
@@ -33,7 +34,7 @@ class Runtime:
     def watched_files(self) -> list[Path]:
         """The files whose change means a reload: config.yaml and every file it names."""
         s = self.settings
-        refs = [s.htpasswd, s.users, s.serving_cert, s.serving_key, s.upstream.ca,
+        refs = [s.htpasswd, s.tokens, s.users, s.serving_cert, s.serving_key, s.upstream.ca,
                 s.upstream.client_cert, s.upstream.client_key]  # fmt: skip
         return [s.file, *(ref.path for ref in refs if ref is not None)]
 
@@ -84,8 +85,13 @@ def build_runtime(config_file: Path, previous: Runtime | None = None) -> Runtime
     if old and (old.cache.ttl, old.cache.max_entries) == (cache.ttl, cache.max_entries):
         cache = old.cache
     lockout = old.lockout if old and old.lockout.policy == settings.lockout else None
-    login = BasicLogin(
-        Htpasswd(settings.htpasswd), users, writer, cache, lockout or Lockout(settings.lockout)
+    login = Login(
+        Htpasswd(settings.htpasswd) if settings.htpasswd else None,
+        TokenFile(settings.tokens, settings.token_hashes) if settings.tokens else None,
+        users,
+        writer,
+        cache,
+        lockout or Lockout(settings.lockout),
     )
     serving = ServingTLS(read_key_pair(settings.serving_cert, settings.serving_key))
     up = settings.upstream

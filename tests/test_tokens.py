@@ -1,0 +1,100 @@
+"""Static bearer tokens (kube-apiserver's --token-auth-file format), plain or as SHA-256."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from kube_front_proxy.config import FileRef
+from kube_front_proxy.errors import ConfigError
+from kube_front_proxy.tokens import TokenFile
+
+from .e2e import Emulator, start_proxy_for
+from .support import KUBECTL, write_yaml
+
+TOKEN = "kfp-token-31b7c0e0d6a54f8f"
+CSV = f'{TOKEN},ci-bot,42,"deployers,system:masters"\nother-token,viewer,7\n'
+
+
+def ref(path: Path) -> FileRef:
+    return FileRef(path, path.parent / "config.yaml", "authn.tokens")
+
+
+def test_token_file(tmp_path: Path) -> None:
+    (tmp_path / "tokens.csv").write_text(CSV)
+    identities = TokenFile(ref(tmp_path / "tokens.csv"), hashed=False).identities()
+    ci = identities[hashlib.sha256(TOKEN.encode()).digest()]
+    assert (ci.user, ci.uid, ci.groups) == ("ci-bot", "42", ("deployers", "system:masters"))
+    assert len(identities) == 2
+
+
+def test_hashed_token_file(tmp_path: Path) -> None:
+    digest = hashlib.sha256(TOKEN.encode()).hexdigest()
+    (tmp_path / "tokens.csv").write_text(f"{digest},ci-bot,42\n")
+    identities = TokenFile(ref(tmp_path / "tokens.csv"), hashed=True).identities()
+    assert identities[bytes.fromhex(digest)].user == "ci-bot"
+
+
+@pytest.mark.parametrize(
+    ("text", "hashed", "message"),
+    [
+        (f"{TOKEN},ci-bot\n", False, "line 1: expected token,user,uid"),
+        (f"{TOKEN},ci-bot,1\n{TOKEN},other,2\n", False, "line 2: the same token appears twice"),
+        (f'{TOKEN},ci-bot,1,"a\rb"\n', False, "line 1: contains a control character"),
+        (f"{TOKEN},ci-bot,1\n", True, "line 1: not a SHA-256"),
+    ],
+)
+def test_token_file_errors_never_show_the_token(
+    tmp_path: Path, text: str, hashed: bool, message: str
+) -> None:
+    (tmp_path / "tokens.csv").write_text(text)
+    with pytest.raises(ConfigError) as e:
+        TokenFile(ref(tmp_path / "tokens.csv"), hashed)
+    assert message in str(e.value) and "authn.tokens" in str(e.value)
+    assert TOKEN not in str(e.value)
+
+
+def token_kubeconfig(path: Path, port: int, pki: Path, token: str) -> Path:
+    return write_yaml(path, {
+        "apiVersion": "v1", "kind": "Config", "current-context": "proxy",
+        "clusters": [{"name": "proxy", "cluster": {
+            "server": f"https://127.0.0.1:{port}",
+            "certificate-authority": str(pki / "proxy-ca.crt")}}],
+        "users": [{"name": "u", "user": {"token": token}}],
+        "contexts": [{"name": "proxy", "context": {"cluster": "proxy", "user": "u"}}],
+    })  # fmt: skip
+
+
+def test_tokens_end_to_end_with_kubectl(pki: Path, emulator: Emulator, tmp_path: Path) -> None:
+    (tmp_path / "tokens.csv").write_text(CSV)
+    write_yaml(tmp_path / "bot-users.yaml", {"users": {"ci-bot": {"groups": ["extra-group"]}}})
+    flows = tmp_path / "flows.mitm"
+    before = len(emulator.requests())
+    proxy = start_proxy_for(
+        pki, tmp_path, emulator.port, "-w", str(flows),
+        authn={"tokens": "tokens.csv", "htpasswd": None, "users": "bot-users.yaml"},
+    )  # fmt: skip
+    try:
+        good = token_kubeconfig(tmp_path / "good", proxy.port, pki, TOKEN)
+        result = subprocess.run([KUBECTL, "--kubeconfig", str(good), "auth", "whoami", "-o",
+                                 "json"], capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        info = json.loads(result.stdout)["status"]["userInfo"]
+        assert info["username"] == "ci-bot" and info["uid"] == "42"
+        assert info["groups"] == ["deployers", "system:masters", "extra-group",
+                                  "system:authenticated"]  # fmt: skip
+        bad = token_kubeconfig(tmp_path / "bad", proxy.port, pki, "not-a-token")
+        result = subprocess.run([KUBECTL, "--kubeconfig", str(bad), "get", "pods"],
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert result.returncode == 1 and "You must be logged in to the server" in result.stderr
+    finally:
+        proxy.process.stop()
+    for record in emulator.requests()[before:]:
+        assert not any(n.lower() == "authorization" for n, _ in record["headers"])
+    assert TOKEN.encode() not in flows.read_bytes()
+    assert TOKEN not in proxy.process.output()
+    assert "unknown token" in proxy.process.output()
