@@ -58,6 +58,12 @@ def test_token_file_errors_never_show_the_token(
     assert TOKEN not in str(e.value)
 
 
+def test_token_groups_need_a_group_header(tmp_path: Path) -> None:
+    (tmp_path / "tokens.csv").write_text(CSV)
+    with pytest.raises(ConfigError, match="line 1: groups cannot be sent"):
+        TokenFile(ref(tmp_path / "tokens.csv"), hashed=False, can_send_groups=False)
+
+
 def token_kubeconfig(path: Path, port: int, pki: Path, token: str) -> Path:
     return write_yaml(path, {
         "apiVersion": "v1", "kind": "Config", "current-context": "proxy",

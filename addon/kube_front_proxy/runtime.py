@@ -87,7 +87,9 @@ def build_runtime(config_file: Path, previous: Runtime | None = None) -> Runtime
     lockout = old.lockout if old and old.lockout.policy == settings.lockout else None
     login = Login(
         Htpasswd(settings.htpasswd) if settings.htpasswd else None,
-        TokenFile(settings.tokens, settings.token_hashes) if settings.tokens else None,
+        TokenFile(settings.tokens, settings.token_hashes, bool(settings.header_names.group))
+        if settings.tokens
+        else None,
         users,
         writer,
         cache,

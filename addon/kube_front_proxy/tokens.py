@@ -25,7 +25,7 @@ def token_digest(token: str) -> bytes:
 
 
 class TokenFile:
-    def __init__(self, ref: FileRef, hashed: bool) -> None:
+    def __init__(self, ref: FileRef, hashed: bool, can_send_groups: bool = True) -> None:
         try:
             text = ref.path.read_text(encoding="utf-8")
         except OSError as e:
@@ -46,6 +46,8 @@ class TokenFile:
                 raise ref.error(f'{where}: expected token,user,uid[,"group1,group2"]')
             token, user, uid = row[0], row[1], row[2]
             groups = tuple(g for g in (row[3].split(",") if len(row) > 3 else []) if g)
+            if groups and not can_send_groups:
+                raise ref.error(f"{where}: groups cannot be sent: identity.group_headers is empty")
             for value in (user, uid, *groups):
                 problem = header_value_problem(value)
                 if problem:
