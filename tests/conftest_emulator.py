@@ -7,7 +7,6 @@ constraints, anyExtendedKeyUsage, path-length limits) are built here with `crypt
 from __future__ import annotations
 
 import datetime
-import http.client
 import ssl
 import sys
 from collections.abc import Iterator, Sequence
@@ -21,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.emulator import EmulatorConfig, EmulatorServer
+from tests.support import raw_request
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO / "certs") not in sys.path:
@@ -226,17 +226,8 @@ def request(
     body: bytes | None = None,
 ) -> RawResponse:
     """One HTTPS request with exactly these headers (plus Host), repeated names included."""
-    conn = http.client.HTTPSConnection(
-        server.host, server.port, context=client_context(pki, cert), timeout=10
-    )
-    try:
-        conn.putrequest(method, path, skip_accept_encoding=True)
-        for name, value in headers:
-            conn.putheader(name, value.encode("utf-8"))
-        if body is not None:
-            conn.putheader("Content-Length", str(len(body)))
-        conn.endheaders(body)
-        response = conn.getresponse()
-        return RawResponse(response.status, response.getheaders(), response.read())
-    finally:
-        conn.close()
+    status, response_headers, content = raw_request(
+        server.host, server.port, client_context(pki, cert), method, path, list(headers), body,
+        timeout=10,
+    )  # fmt: skip
+    return RawResponse(status, response_headers, content)

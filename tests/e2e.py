@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import os
 import ssl
@@ -19,6 +18,7 @@ from .support import (
     free_port,
     htpasswd_add,
     proxy_config,
+    raw_request,
     read_json_lines,
     start_proxy,
     write_yaml,
@@ -131,18 +131,10 @@ class Proxy:
             body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
         """One HTTPS/1.1 request with exactly these headers, repeated names included."""
         context = ssl.create_default_context(cafile=str(self.pki / "proxy-ca.crt"))
-        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=context, timeout=30)
-        try:
-            conn.putrequest(method, path, skip_accept_encoding=True)
-            for name, value in headers:
-                conn.putheader(name, value.encode("utf-8"))
-            if body is not None:
-                conn.putheader("Content-Length", str(len(body)))
-            conn.endheaders(body)
-            response = conn.getresponse()
-            return response.status, dict(response.getheaders()), response.read()
-        finally:
-            conn.close()
+        status, headers, content = raw_request(
+            "127.0.0.1", self.port, context, method, path, list(headers), body
+        )
+        return status, dict(headers), content
 
 
 def basic_header(user: str, password: str) -> tuple[str, str]:
