@@ -15,7 +15,7 @@ from mitmproxy import connection, ctx, exceptions, http, tcp, tls
 from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy.mode_specs import ProxyMode
 
-from . import error_pages
+from . import error_pages, reuse_port
 from .audit import AuditLog
 from .connection_limits import ConnectionLimits
 from .errors import ConfigError
@@ -106,6 +106,7 @@ class K8sAuth:
         # mitmproxy starts its listeners before scripts load, so the default forward proxy may
         # have been opened; client_connected refuses it, and this replaces it with ours. A
         # failure (port in use) is logged as an error, which makes mitmproxy exit at start-up.
+        reuse_port.share_port(self._mode if runtime.settings.reuse_port else None)
         if not await ctx.master.addons.get("proxyserver").setup_servers():
             s = runtime.settings
             logger.error(

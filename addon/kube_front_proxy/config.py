@@ -59,6 +59,7 @@ class Settings:
     listen_host: str
     listen_port: int
     allow_public_clients: bool
+    reuse_port: bool
     serving_cert: FileRef
     serving_key: FileRef
     upstream: Upstream
@@ -93,6 +94,7 @@ def load_settings(path: Path) -> Settings:
     if not 0 < listen_port < 65536:
         raise listen.error("port", f"must be between 1 and 65535, not {listen_port}")
     allow_public_clients = listen.boolean("allow_public_clients", True)
+    reuse_port = listen.boolean("reuse_port", False)
     listen.finish()
 
     serving = root.section("serving", required=True)
@@ -166,6 +168,7 @@ def load_settings(path: Path) -> Settings:
         listen_host=listen_host,
         listen_port=listen_port,
         allow_public_clients=allow_public_clients,
+        reuse_port=reuse_port,
         serving_cert=serving_cert,
         serving_key=serving_key,
         upstream=upstream,

@@ -42,7 +42,7 @@ class Runtime:
     def needs_restart_to_change(self) -> tuple[object, ...]:
         """What a reload cannot change: the listeners (proxy and metrics), the audit log."""
         s = self.settings
-        return (self.mitmproxy_options, s.metrics_listen, s.metrics_per_user, s.audit)
+        return (self.mitmproxy_options, s.reuse_port, s.metrics_listen, s.metrics_per_user, s.audit)
 
     @property
     def mitmproxy_options(self) -> dict[str, object]:
