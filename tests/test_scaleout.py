@@ -1,0 +1,99 @@
+"""Scale-out on one machine: proxy processes with listen.reuse_port share one port.
+
+Each process prints one line per flow it served (mitmdump's default flow output), so its own
+log file tells how many of the requests it answered.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from kube_front_proxy.config import load_settings
+from kube_front_proxy.errors import ConfigError
+from kube_front_proxy.runtime import build_runtime
+
+from .e2e import Emulator, Proxy, basic_header, password_of, start_proxy_for, write_users
+from .support import Process, proxy_config, start_proxy, write_yaml
+
+ALICE = [basic_header("alice", password_of("alice"))]
+
+
+def served(proxy: Process, emulator: Emulator, path: str) -> int:
+    return proxy.output().count(f"GET https://127.0.0.1:{emulator.port}{path}\n")
+
+
+def wait_served(proxies: list[Process], emulator: Emulator, path: str, total: int) -> list[int]:
+    """Flow lines per process, once they add up to `total` (the log is written after the reply)."""
+    deadline = time.monotonic() + 10
+    counts = [served(p, emulator, path) for p in proxies]
+    while sum(counts) < total and time.monotonic() < deadline:
+        time.sleep(0.05)
+        counts = [served(p, emulator, path) for p in proxies]
+    return counts
+
+
+def test_two_processes_share_the_port_and_one_survives_the_other(
+    pki: Path, emulator: Emulator, tmp_path: Path
+) -> None:
+    first = start_proxy_for(pki, tmp_path, emulator.port, listen={"reuse_port": True})
+    # The same config file, as N copies of one systemd unit or one container image would use.
+    second = Proxy(start_proxy(first.config, tmp_path / "second.out"), first.port, first.config,
+                   pki, tmp_path)  # fmt: skip
+    try:
+        second.process.wait_for(rf"listening at 127\.0\.0\.1:{first.port}")
+        pods = "/api/v1/namespaces/default/pods"
+        # Each request is a new connection: the kernel picks a process per connection.
+        statuses = [first.raw("GET", pods, ALICE)[0] for _ in range(40)]
+        assert statuses == [200] * 40
+        counts = wait_served([first.process, second.process], emulator, pods, 40)
+        assert sum(counts) == 40
+        assert min(counts) > 0, counts
+        assert len([r for r in emulator.requests() if r["path"] == pods]) == 40
+
+        first.process.stop()
+        statuses = [second.raw("GET", "/version", ALICE)[0] for _ in range(10)]
+        assert statuses == [200] * 10
+        assert wait_served([second.process], emulator, "/version", 10) == [10]
+    finally:
+        first.process.stop()
+        second.process.stop()
+
+
+def test_without_reuse_port_a_second_process_cannot_listen(
+    pki: Path, emulator: Emulator, tmp_path: Path
+) -> None:
+    first = start_proxy_for(pki, tmp_path, emulator.port)
+    second = start_proxy(first.config, tmp_path / "second.out")
+    try:
+        assert second.proc.wait(30) != 0
+        output = second.output()
+        assert f"cannot listen on 127.0.0.1:{first.port}" in output
+        assert "address already in use" in output.lower()
+        assert first.whoami()["username"] == "alice"
+    finally:
+        second.stop()
+        first.process.stop()
+
+
+def test_reuse_port_is_off_by_default_and_needs_a_restart_to_change(
+    pki: Path, tmp_path: Path
+) -> None:
+    write_users(tmp_path)
+    config = write_yaml(tmp_path / "config.yaml", proxy_config(pki, 6443, 8443))
+    runtime = build_runtime(config)
+    assert runtime.settings.reuse_port is False
+    write_yaml(config, proxy_config(pki, 6443, 8443, listen={"reuse_port": True}))
+    shared = build_runtime(config)
+    assert shared.settings.reuse_port is True
+    # The reloader keeps the old configuration when this differs.
+    assert shared.needs_restart_to_change != runtime.needs_restart_to_change
+
+
+def test_reuse_port_must_be_a_boolean(tmp_path: Path) -> None:
+    config = write_yaml(tmp_path / "config.yaml", {"listen": {"reuse_port": "yes"}})
+    with pytest.raises(ConfigError) as error:
+        load_settings(config)
+    assert str(error.value) == f"{config}: listen.reuse_port: must be true or false, not a string"
