@@ -61,6 +61,16 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"invalid boolean {text!r}")
 
 
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"invalid delay {text!r}: seconds, 0 or more")
+    return seconds
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m tests.emulator",
@@ -85,8 +95,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--anonymous-auth", type=_bool, nargs="?", const=True, default=True, metavar="BOOL"
     )
     p.add_argument("--token-auth-file", type=Path, help="static tokens: token,user,uid[,groups]")
+    p.add_argument(
+        "--authorization-mode",
+        action=_StringSlice,
+        default=["RBAC"],
+        metavar="A,B",
+        help="union of AlwaysAllow, AlwaysDeny, ABAC, RBAC (a stand-in; the default)",
+    )
+    p.add_argument("--authorization-policy-file", type=Path, help="ABAC policy, JSON lines")
     p.add_argument("--request-log", type=Path, help="append one JSON line per request")
     p.add_argument("--ready-file", type=Path, help="written with the URL once listening")
+    p.add_argument(
+        "--response-delay", type=_seconds, default=0.0, metavar="SECONDS",
+        help="wait this long before every response",
+    )  # fmt: skip
+    p.add_argument(
+        "--response-delay-file", type=Path, metavar="PATH",
+        help="when it exists, its content replaces --response-delay (read per response)",
+    )  # fmt: skip
+    p.add_argument(
+        "--not-ready-file", type=Path, metavar="PATH",
+        help="while it exists, /readyz fails (500) as in a graceful shutdown",
+    )  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="no per-request lines on stderr")
     return p.parse_args(argv)
 
@@ -106,7 +136,12 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         requestheader_uid_headers=tuple(args.requestheader_uid_headers),
         anonymous_auth=args.anonymous_auth,
         token_auth_file=args.token_auth_file,
+        authorization_mode=tuple(args.authorization_mode),
+        authorization_policy_file=args.authorization_policy_file,
         request_log=args.request_log,
+        response_delay=args.response_delay,
+        response_delay_file=args.response_delay_file,
+        not_ready_file=args.not_ready_file,
     )
 
 
@@ -153,8 +188,10 @@ def _print_record(record: RequestLogRecord) -> None:
     auth = record["authentication"]
     who = auth["user"]["username"] if auth["user"] else f"<{auth['error'] or 'no credentials'}>"
     via = auth["authenticator"] or "-"
+    impersonated = record["impersonated_user"]
+    acting = f" as={impersonated['username']}" if impersonated else ""
     print(
-        f"{record['method']} {record['path']} {record['status']} user={who} via={via}"
+        f"{record['method']} {record['path']} {record['status']} user={who}{acting} via={via}"
         f" cert={record['peer_cert_cn'] or '-'}",
         file=sys.stderr,
         flush=True,

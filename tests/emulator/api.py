@@ -4,14 +4,15 @@ Everything here is pure: a parsed request plus the authenticated user in, a resp
 
 - Request attributes: `k8s.io/apiserver pkg/endpoints/request/requestinfo.go`
   `RequestInfoFactory.NewRequestInfo` (verb, resource, namespace, name, subresource).
-- Authorization: a stand-in for RBAC with the bootstrap roles that matter (`k8s.io/kubernetes
-  plugin/pkg/auth/authorizer/rbac/bootstrappolicy/policy.go`): `system:public-info-viewer`
-  (GET /healthz, /livez, /readyz, /version, /version/ for everybody) and, for simplicity, full
-  access for anyone in `system:authenticated` or `system:masters`. Denials use the message from
-  `k8s.io/apiserver pkg/endpoints/handlers/responsewriters/errors.go` `forbiddenMessage`.
+- Authorization: the authorizer chain of `authz.py` on the attributes of `requestinfo.go`
+  (`k8s.io/apiserver pkg/endpoints/filters/authorization.go` `GetAuthorizerAttributes`); a
+  denial is `responsewriters.Forbidden`.
+- `/readyz` from `k8s.io/apiserver pkg/server/healthz/healthz.go` `handleRootHealth`, with a
+  shortened list of checks; `shutdown` fails while the server is told it is not ready.
 - Discovery documents, `/version`, pods and namespaces (`meta.k8s.io/v1` Table when asked, as
   `kubectl get` does), and `SelfSubjectReview` create
-  (`k8s.io/kubernetes pkg/registry/authentication/selfsubjectreview/rest.go`).
+  (`k8s.io/kubernetes pkg/registry/authentication/selfsubjectreview/rest.go`), and the
+  ConfigMap `kube-system/extension-apiserver-authentication` (`clustertrust.py`).
 """
 
 from __future__ import annotations
@@ -19,13 +20,12 @@ from __future__ import annotations
 import datetime
 import re
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from . import gojson, portforward, remotecommand, status, websocket
-from .authn import ALL_AUTHENTICATED
+from . import authz, gojson, portforward, remotecommand, status, websocket
 from .container import Container, default_filesystem
 from .requestheader import Header, UserInfo
 from .tunnel import Hijack
@@ -46,8 +46,9 @@ VERSION_INFO: dict[str, str] = {
     "platform": "linux/amd64",
 }
 
-PUBLIC_INFO_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/version", "/version/"})
-SUPERUSER_GROUP = "system:masters"
+# `handleRootHealth` lists every installed check; a real kube-apiserver has some 30 (post-start
+# hooks), this is the start and the end of that list.
+READYZ_CHECKS = ("ping", "log", "etcd", "etcd-readiness", "informer-sync", "shutdown")
 
 
 @dataclass
@@ -113,14 +114,19 @@ def unauthorized_response() -> Response:
     return status_response(status.unauthorized())
 
 
+def http_error(code: int, text: str) -> Response:
+    """Go's `http.Error`: plain text, nosniff, and a newline after the text."""
+    return Response(
+        code,
+        [("Content-Type", TEXT), ("X-Content-Type-Options", "nosniff")],
+        text.encode("utf-8", "surrogateescape") + b"\n",
+    )
+
+
 def text_not_found() -> Response:
     """Go's `http.NotFound`, the end of kube-apiserver's handler delegation chain
     (`k8s.io/apiserver pkg/util/notfoundhandler/not_found_handler.go`)."""
-    return Response(
-        404,
-        [("Content-Type", TEXT), ("X-Content-Type-Options", "nosniff")],
-        b"404 page not found\n",
-    )
+    return http_error(404, "404 page not found")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,36 +219,25 @@ def request_info(method: str, path: str, query: Mapping[str, Sequence[str]]) -> 
     )
 
 
-def authorize(user: UserInfo, info: RequestInfo) -> bool:
-    """RBAC stand-in (see module docstring)."""
-    if ALL_AUTHENTICATED in user.groups or SUPERUSER_GROUP in user.groups:
-        return True
-    return not info.is_resource_request and info.verb == "get" and info.path in PUBLIC_INFO_PATHS
-
-
-def forbidden_message(user: UserInfo, info: RequestInfo) -> str:
-    """`forbiddenMessage` in responsewriters/errors.go."""
-    name = gojson.dumps(user.name)
-    if not info.is_resource_request:
-        return f"User {name} cannot {info.verb} path {gojson.dumps(info.path)}"
-    resource = info.resource + (f"/{info.subresource}" if info.subresource else "")
-    where = (
-        f"in the namespace {gojson.dumps(info.namespace)}"
-        if info.namespace
-        else "at the cluster scope"
-    )
-    return (
-        f"User {name} cannot {info.verb} resource {gojson.dumps(resource)}"
-        f" in API group {gojson.dumps(info.api_group)} {where}"
+def attributes(user: UserInfo, info: RequestInfo) -> authz.Attributes:
+    """`GetAuthorizerAttributes`: what the authorizers see of a request."""
+    return authz.Attributes(
+        user=user,
+        verb=info.verb,
+        resource_request=info.is_resource_request,
+        path=info.path,
+        api_group=info.api_group,
+        api_version=info.api_version,
+        namespace=info.namespace,
+        resource=info.resource,
+        subresource=info.subresource,
+        name=info.name,
     )
 
 
-def forbidden_response(user: UserInfo, info: RequestInfo) -> Response:
-    # ForbiddenStatusError's sanitizer: the message must never look like HTML.
-    message = forbidden_message(user, info)
-    message = message.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    err = status.forbidden(info.resource, info.api_group, info.name, message)
-    return status_response(err, nosniff=True)
+def forbidden_response(a: authz.Attributes, reason: str) -> Response:
+    """`responsewriters.Forbidden`."""
+    return status_response(authz.forbidden_status(a, reason), nosniff=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -455,6 +450,7 @@ class ResourceDef:
 
 
 CORE_RESOURCES = (
+    ResourceDef("configmaps", "configmap", "ConfigMap", True, ("get", "list"), ("cm",)),
     ResourceDef("namespaces", "namespace", "Namespace", False, ("get", "list"), ("ns",)),
     ResourceDef("pods", "pod", "Pod", True, ("get", "list", "watch"), ("po",), ("all",)),
     ResourceDef("pods/log", "", "Pod", True, ("get",)),
@@ -497,11 +493,20 @@ class API:
         server_address: str = "127.0.0.1:6443",
         pods: Sequence[FakePod] = DEFAULT_PODS,
         namespaces: Sequence[str] = DEFAULT_NAMESPACES,
+        configmaps: Mapping[tuple[str, str], Mapping[str, str]] | None = None,
+        authorizer: authz.Authorizer | None = None,
+        ready: Callable[[], bool] = lambda: True,
         now: datetime.datetime | None = None,
     ) -> None:
+        """`configmaps`: (namespace, name) -> data; `ready`: asked on every /readyz."""
         self.server_address = server_address
         self.pods = list(pods)
         self.namespaces = list(namespaces)
+        self.configmaps = dict(configmaps or {})
+        self.authorizer = authorizer or authz.Union(
+            [authz.PrivilegedGroups(authz.SUPERUSER_GROUP), authz.BootstrapRBAC()]
+        )
+        self.ready = ready
         self.started = (now or datetime.datetime.now(datetime.UTC)).replace(microsecond=0)
         self.resource_version = 1000
         self._containers: dict[tuple[str, str], Container] = {}
@@ -510,8 +515,10 @@ class API:
 
     def handle(self, req: Request, user: UserInfo) -> Response:
         info = request_info(req.method, req.path, req.query)
-        if not authorize(user, info):
-            return forbidden_response(user, info)
+        attrs = attributes(user, info)
+        decision, reason = self.authorizer.authorize(attrs)
+        if decision is not authz.Decision.ALLOW:
+            return forbidden_response(attrs, reason)
         if not info.is_resource_request:
             return self._non_resource(req, info, user)
         return self._resource(req, info, user)
@@ -522,11 +529,14 @@ class API:
         path = info.path
         if path in ("/version", "/version/"):
             return json_response(200, VERSION_INFO)
+        if path == "/readyz":
+            return self._readyz(req)
+        if path == "/readyz/shutdown" and not self.ready():
+            # The single check's handler, `adaptCheckToHandler`; `shutdown`'s error text.
+            return http_error(500, "internal server error: process is shutting down")
         if re.fullmatch(r"/(healthz|livez|readyz)(/.*)?", path):
             return Response(
-                200,
-                [("Content-Type", TEXT), ("X-Content-Type-Options", "nosniff")],
-                b"ok",
+                200, [("Content-Type", TEXT), ("X-Content-Type-Options", "nosniff")], b"ok"
             )
         accept = req.header("Accept")
         if path in ("/api", "/api/"):
@@ -578,6 +588,23 @@ class API:
             return status_response(status.path_not_found())
         return text_not_found()
 
+    def _readyz(self, req: Request) -> Response:
+        """`handleRootHealth("readyz", ...)`: failures always verbose, success `ok` unless
+        `?verbose`."""
+        ready = self.ready()
+        lines = "".join(
+            f"[-]{name} failed: reason withheld\n"
+            if name == "shutdown" and not ready
+            else f"[+]{name} ok\n"
+            for name in READYZ_CHECKS
+        )
+        if not ready:
+            return http_error(500, f"{lines}readyz check failed")
+        headers = [("Content-Type", TEXT), ("X-Content-Type-Options", "nosniff")]
+        if "verbose" not in req.query:
+            return Response(200, headers, b"ok")
+        return Response(200, headers, f"{lines}readyz check passed\n".encode())
+
     def _api_group(self, group: str) -> dict[str, Any]:
         versions = [{"groupVersion": f"{group}/{v}", "version": v} for v in API_GROUPS[group]]
         return {"name": group, "versions": versions, "preferredVersion": versions[0]}
@@ -618,6 +645,8 @@ class API:
             return self._pods(req, info)
         if info.resource == "namespaces" and not info.subresource:
             return self._namespaces(req, info)
+        if info.resource == "configmaps" and not info.subresource:
+            return self._configmaps(info)
         return status_response(status.path_not_found())
 
     def _self_subject_review(self, user: UserInfo) -> Response:
@@ -957,6 +986,48 @@ class API:
                 "apiVersion": "v1",
                 "metadata": {"resourceVersion": str(self.resource_version)},
                 "items": [self._namespace_object(n) for n in names],
+            },
+        )
+
+    # configmaps
+
+    def _configmap_object(self, namespace: str, name: str) -> dict[str, Any]:
+        obj: dict[str, Any] = {
+            "kind": "ConfigMap",
+            "apiVersion": "v1",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"configmap/{namespace}/{name}")),
+                "resourceVersion": "20",
+                "creationTimestamp": _rfc3339(self.started),
+            },
+        }
+        data = self.configmaps[namespace, name]
+        if data:  # `json:"data,omitempty"`
+            obj["data"] = gojson.sorted_map(data)
+        return obj
+
+    def _configmaps(self, info: RequestInfo) -> Response:
+        """Read-only ConfigMaps (no Table output: kubectl prints them client-side)."""
+        if info.verb not in ("get", "list"):
+            return status_response(status.method_not_supported("configmaps", "", info.verb))
+        if info.name:
+            if (info.namespace, info.name) not in self.configmaps:
+                return status_response(status.not_found("configmaps", "", info.name))
+            return json_response(200, self._configmap_object(info.namespace, info.name))
+        items = [
+            self._configmap_object(ns, name)
+            for ns, name in sorted(self.configmaps)
+            if not info.namespace or ns == info.namespace
+        ]
+        return json_response(
+            200,
+            {
+                "kind": "ConfigMapList",
+                "apiVersion": "v1",
+                "metadata": {"resourceVersion": str(self.resource_version)},
+                "items": items,
             },
         )
 

@@ -15,7 +15,13 @@ Record format (`RequestLogRecord`):
                         "user": {"username": ..., "uid": ..., "groups": [...], "extra": {...}}
                                 | null,
                         "error": "x509: ..." | null},
+     "impersonated_user": {"username": ..., "uid": ..., "groups": [...], "extra": {...}} | null,
      "status": 200}
+
+`authentication` is always who authenticated (for a proxy in impersonation mode: the proxy's own
+identity). `impersonated_user` is who the request then acted as, after the impersonation filter
+allowed the `Impersonate-*` headers (`system:authenticated` etc. added as the filter adds them);
+null when the request asked for no impersonation or was refused (see `status`).
 
 Header values that were not valid UTF-8 appear with their raw bytes as lone surrogates
 (`\\udcXX` escapes), which `json.loads` reads back unchanged.
@@ -57,6 +63,7 @@ class RequestLogRecord(TypedDict):
     peer_cert_cn: str | None
     peer_chain_len: int
     authentication: AuthenticationRecord
+    impersonated_user: UserRecord | None
     status: int
 
 

@@ -11,8 +11,11 @@ agrees.
 
 ALPN: only `http/1.1` for now (the real server offers `h2` first).
 
-One thread per connection, HTTP/1.1 keep-alive, request handling in `api.py` behind the
-authentication chain in `authn.py`. Upgrades (exec, port-forward) are authenticated and logged
+One thread per connection, HTTP/1.1 keep-alive. Each request goes through the filters in
+kube-apiserver's order (`pkg/server/config.go` `DefaultBuildHandlerChain`): authentication
+(`authn.py`), impersonation (`impersonation.py`), then authorization and the handlers (`api.py`,
+with the authorizers of `authz.py` / `abac.py`). Optional delays before each response and a
+failing /readyz come from `faults.py`. Upgrades (exec, port-forward) are authenticated and logged
 like any request; the handler then takes the connection over (`tunnel.py`).
 """
 
@@ -36,10 +39,11 @@ from typing import NamedTuple
 from cryptography import x509
 from OpenSSL import SSL
 
-from . import http11, x509verify
+from . import abac, authz, clustertrust, goquote, http11, impersonation, x509verify
 from .api import API, Hold, Request, Response, unauthorized_response
 from .authn import AuthenticationChain, AuthenticationResult, build_chain, load_token_file
-from .requestheader import RequestHeaderAuthenticator
+from .faults import Faults
+from .requestheader import RequestHeaderAuthenticator, UserInfo
 from .requestlog import AuthenticationRecord, RequestLog, RequestLogRecord, UserRecord
 from .tunnel import TLSRaw, Tunnel
 
@@ -69,7 +73,18 @@ class EmulatorConfig:
     requestheader_uid_headers: tuple[str, ...] = DEFAULT_UID_HEADERS
     anonymous_auth: bool = True
     token_auth_file: Path | None = None
+    # The emulator's default is its RBAC stand-in (kubeadm runs Node,RBAC); kube-apiserver's own
+    # default is AlwaysAllow.
+    authorization_mode: tuple[str, ...] = ("RBAC",)
+    authorization_policy_file: Path | None = None
     request_log: Path | None = None
+    response_delay: float = 0.0
+    response_delay_file: Path | None = None
+    not_ready_file: Path | None = None
+
+    @property
+    def faults(self) -> Faults:
+        return Faults(self.response_delay, self.response_delay_file, self.not_ready_file)
 
 
 class Address(NamedTuple):
@@ -105,6 +120,39 @@ def build_authentication(config: EmulatorConfig) -> AuthenticationChain:
     )
 
 
+def build_authorization(config: EmulatorConfig) -> authz.Authorizer:
+    """The chain kube-apiserver builds for `--authorization-mode` and `--authorization-policy-file`.
+
+    Validation follows `k8s.io/kubernetes pkg/kubeapiserver/options/authorization.go` `Validate`;
+    the chain, `pkg/kubeapiserver/authorizer/reload.go` `newForConfig`.
+    """
+    modes, policy_file = config.authorization_mode, config.authorization_policy_file
+    if not modes:
+        raise ValueError("at least one authorization-mode must be passed")
+    for mode in modes:
+        if mode not in authz.MODES:
+            raise ValueError(f"authorization-mode {goquote.quote(mode)} is not a valid mode")
+    if len(set(modes)) != len(modes):
+        quoted = " ".join(goquote.quote(m) for m in modes)  # Go's %q of a []string
+        raise ValueError(f"authorization-mode [{quoted}] has mode specified more than once")
+    if "ABAC" in modes and policy_file is None:
+        raise ValueError("authorization-mode ABAC's authorization policy file not passed")
+    if "ABAC" not in modes and policy_file is not None:
+        raise ValueError("cannot specify --authorization-policy-file without mode ABAC")
+    chain: list[authz.Authorizer] = [authz.PrivilegedGroups(authz.SUPERUSER_GROUP)]
+    for mode in modes:
+        if mode == "AlwaysAllow":
+            chain.append(authz.AlwaysAllow())
+        elif mode == "AlwaysDeny":
+            chain.append(authz.AlwaysDeny())
+        elif mode == "ABAC":
+            assert policy_file is not None
+            chain.append(abac.PolicyList.from_file(policy_file))
+        else:
+            chain.append(authz.BootstrapRBAC())
+    return authz.Union(chain)
+
+
 @dataclass(eq=False)  # identity semantics: kept in a set of live connections
 class _ConnState:
     sock: socket.socket
@@ -121,6 +169,8 @@ class EmulatorServer:
     def __init__(self, config: EmulatorConfig, *, api: API | None = None) -> None:
         self.config = config
         self.authentication = build_authentication(config)
+        self.authorizer = build_authorization(config)
+        self.faults = config.faults
         self.request_log = RequestLog(config.request_log)
         self._api = api
         self._ctx = self._tls_context()
@@ -144,7 +194,16 @@ class EmulatorServer:
         host, port = listener.getsockname()[:2]
         self.address = Address(host, port)
         if self._api is None:
-            self._api = API(server_address=f"{host}:{port}")
+            self._api = API(
+                server_address=f"{host}:{port}",
+                configmaps={
+                    (clustertrust.NAMESPACE, clustertrust.NAME): clustertrust.configmap_data(
+                        self.config
+                    )
+                },
+                authorizer=self.authorizer,
+                ready=self.faults.ready,
+            )
         thread = threading.Thread(target=self._accept_loop, name="emulator-accept", daemon=True)
         thread.start()
         self._threads.append(thread)
@@ -297,6 +356,9 @@ class EmulatorServer:
                 return
             keep_alive = http11.wants_keep_alive(req)
             response = self.handle(req, state)
+            delay = self.faults.delay()
+            if delay and self._stopping.wait(delay):
+                return
             if response.hijack is not None:
                 # Like Go's Hijack(): the handler owns the connection, which is never reused.
                 if _send(conn, response.hijack.head) and response.hijack.run is not None:
@@ -313,12 +375,20 @@ class EmulatorServer:
         """Authenticate, dispatch, add the headers every apiserver response has, and log."""
         peer_chain: Sequence[x509.Certificate] = state.peer_chain if state else ()
         result = self.authentication.authenticate(req.headers, peer_chain, req.path)
+        acting_as: UserInfo | None = None
         if result.user is None:
             response = unauthorized_response()
         else:
-            assert self._api is not None
-            inner = Request(req.method, req.target, req.http_version, result.headers, req.body)
-            response = self._api.handle(inner, result.user)
+            outcome = impersonation.impersonate(
+                result.user, result.headers, self.authorizer, req.target
+            )
+            acting_as = outcome.user
+            if outcome.refusal is not None:
+                response = outcome.refusal
+            else:
+                assert self._api is not None
+                inner = Request(req.method, req.target, req.http_version, outcome.headers, req.body)
+                response = self._api.handle(inner, acting_as or result.user)
         # WithAuditInit and WithCacheControl (k8s.io/apiserver pkg/server/config.go handler chain)
         # set these on the ResponseWriter; a hijacking handler writes its own head without them.
         names = {n.lower() for n, _ in response.headers}
@@ -326,7 +396,7 @@ class EmulatorServer:
             response.headers.append(("Audit-Id", str(uuid.uuid4())))
         if "cache-control" not in names:
             response.headers.append(("Cache-Control", "no-cache, private"))
-        self.request_log.append(_record(req, state, result, response.status))
+        self.request_log.append(_record(req, state, result, acting_as, response.status))
         return response
 
     def _write_response(
@@ -431,10 +501,9 @@ def _close(state: _ConnState) -> None:
         state.sock.close()
 
 
-def _user_record(result: AuthenticationResult) -> UserRecord | None:
-    if result.user is None:
+def _user_record(u: UserInfo | None) -> UserRecord | None:
+    if u is None:
         return None
-    u = result.user
     return {
         "username": u.name,
         "uid": u.uid,
@@ -444,13 +513,17 @@ def _user_record(result: AuthenticationResult) -> UserRecord | None:
 
 
 def _record(
-    req: Request, state: _ConnState | None, result: AuthenticationResult, status: int
+    req: Request,
+    state: _ConnState | None,
+    result: AuthenticationResult,
+    acting_as: UserInfo | None,
+    status: int,
 ) -> RequestLogRecord:
     peer = state.peer_chain if state else []
     auth: AuthenticationRecord = {
         "authenticated": result.user is not None,
         "authenticator": result.authenticator,
-        "user": _user_record(result),
+        "user": _user_record(result.user),
         "error": result.error,
     }
     return {
@@ -466,6 +539,7 @@ def _record(
         "peer_cert_cn": x509verify.common_name(peer[0]) if peer else None,
         "peer_chain_len": len(peer),
         "authentication": auth,
+        "impersonated_user": _user_record(acting_as),
         "status": status,
     }
 
