@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import gojson
+from . import gojson, goquote
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def forbidden(resource: str, group: str, name: str, err: str) -> StatusError:
     elif not name:
         message = f"{qualified} is forbidden: {err}"
     else:
-        message = f'{qualified} "{name}" is forbidden: {err}'
+        message = f"{qualified} {goquote.quote(name)} is forbidden: {err}"
     return StatusError(403, "Forbidden", message, _details(name, group, resource))
 
 
@@ -67,7 +67,10 @@ def not_found(resource: str, group: str, name: str) -> StatusError:
     """`NewNotFound(GroupResource, name)`."""
     qualified = f"{resource}.{group}" if group else resource
     return StatusError(
-        404, "NotFound", f'{qualified} "{name}" not found', _details(name, group, resource)
+        404,
+        "NotFound",
+        f"{qualified} {goquote.quote(name)} not found",
+        _details(name, group, resource),
     )
 
 
