@@ -1,0 +1,212 @@
+"""Request limits: head size (431), body size (413), both as Status bodies, nothing upstream.
+
+The body limit follows kube-apiserver's MaxRequestBodyBytes (3 MiB by default,
+k8s.io/apiserver/pkg/server/config.go); the head limit, Go's MaxHeaderBytes (431).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kube_front_proxy.config import load_settings
+from kube_front_proxy.errors import ConfigError
+from kube_front_proxy.request_limits import body_too_large, head_too_large
+
+from .e2e import Emulator, Proxy, basic_header, password_of, start_proxy_for
+from .support import proxy_config, write_yaml
+
+GOOD = basic_header("alice", password_of("alice"))
+PODS = "/api/v1/namespaces/default/pods"
+MIB = 1024 * 1024
+
+
+def test_head_size() -> None:
+    head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"  # 27 bytes
+    assert not head_too_large(head, 27)
+    assert head_too_large(head, 26)
+    # A body after the head does not count; an unfinished head counts whole.
+    assert not head_too_large(head + b"x" * 100, 27)
+    assert head_too_large(b"GET / HTTP/1.1\r\nX: " + b"a" * 100, 50)
+    assert not head_too_large(b"GET / HTTP/1.1\r\nX: a", 50)  # still arriving
+    assert not head_too_large(b"GET / HTTP/1.1\nHost: x\n\n" + b"x" * 50, 25)  # bare LF, as h11
+
+
+def test_body_size() -> None:
+    assert body_too_large(3 * MIB + 1, 3 * MIB)
+    assert not body_too_large(3 * MIB, 3 * MIB)
+    assert not body_too_large(None, 1)
+
+
+def config_with(tmp_path: Path, pki: Path, **overrides: Any) -> Path:
+    return write_yaml(tmp_path / "config.yaml", proxy_config(pki, 6443, 8443, **overrides))
+
+
+def test_limits_config(tmp_path: Path, pki: Path) -> None:
+    settings = load_settings(config_with(tmp_path, pki))
+    assert settings.max_request_head_bytes == 64 * 1024
+    assert settings.max_request_body_bytes == 3 * MIB
+    assert settings.upstream.response_timeout == 60
+    settings = load_settings(
+        config_with(
+            tmp_path,
+            pki,
+            limits={"max_request_header_kb": 8, "max_request_body_mb": 10},
+            upstream={"response_timeout_seconds": 0},
+        )
+    )
+    assert (settings.max_request_head_bytes, settings.max_request_body_bytes) == (8192, 10 * MIB)
+    assert settings.upstream.response_timeout == 0
+    for overrides, message in [
+        ({"limits": {"max_request_body_mb": 0}}, "limits.max_request_body_mb: must be at least 1"),
+        ({"limits": {"max_request_header_kb": 0}}, "max_request_header_kb: must be at least 1"),
+        ({"limits": {"max_body": 1}}, "max_body"),
+        ({"upstream": {"response_timeout_seconds": -1}}, "must be 0 (no limit) or more"),
+    ]:
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            load_settings(config_with(tmp_path, pki, **overrides))
+
+
+@pytest.fixture(scope="module")
+def limited(
+    pki: Path, emulator: Emulator, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Proxy]:
+    p = start_proxy_for(
+        pki, tmp_path_factory.mktemp("limited"), emulator.port,
+        limits={"max_request_header_kb": 8},
+    )  # fmt: skip
+    yield p
+    p.process.stop()
+
+
+def connect(proxy: Proxy) -> ssl.SSLSocket:
+    context = ssl.create_default_context(cafile=str(proxy.pki / "proxy-ca.crt"))
+    raw = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+    return context.wrap_socket(raw, server_hostname="localhost")
+
+
+def read_response(sock: ssl.SSLSocket) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """Read one response that ends with the connection or has a Content-Length."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+    while len(body) < int(headers["content-length"]):
+        chunk = sock.recv(65536)
+        assert chunk
+        body += chunk
+    return int(lines[0].split()[1]), headers, json.loads(body)
+
+
+def post_head(
+    marker: str, length: int = 0, chunked: bool = False, auth: tuple[str, str] = GOOD
+) -> bytes:
+    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {length}"
+    return (
+        f"POST {PODS}?{marker} HTTP/1.1\r\nHost: x\r\n{auth[0]}: {auth[1]}\r\n"
+        f"Content-Type: application/json\r\n{framing}\r\n\r\n"
+    ).encode()
+
+
+def seen(emulator: Emulator, marker: str) -> list[dict[str, Any]]:
+    """What the API server received with this marker (it also gets the proxy's /readyz checks)."""
+    return [r for r in emulator.requests() if r["path"].endswith(marker)]
+
+
+def test_headers_over_the_limit_get_a_431_status(limited: Proxy, emulator: Emulator) -> None:
+    with connect(limited) as sock:
+        sock.sendall(
+            b"GET /version?big HTTP/1.1\r\nHost: x\r\nX-Filler: " + b"a" * 9000 + b"\r\n\r\n"
+        )
+        status, headers, body = read_response(sock)
+        assert sock.recv(1) == b""  # closed
+    assert status == 431
+    assert headers["content-type"] == "application/json"
+    assert headers["connection"] == "close"
+    assert body == {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": "the request headers are too large", "reason": "RequestEntityTooLarge",
+        "code": 431,
+    }  # fmt: skip
+    # A head that never ends is refused as soon as it passes the limit, not buffered on.
+    with connect(limited) as sock:
+        sock.sendall(b"GET /version?endless HTTP/1.1\r\nX-Filler: " + b"a" * 9000)
+        assert read_response(sock)[0] == 431
+    # Just under the limit passes.
+    headers_ok = [GOOD, ("X-Filler", "a" * 7000)]
+    assert limited.raw("GET", "/version?small", headers_ok)[0] == 200
+    assert seen(emulator, "?big") == seen(emulator, "?endless") == []
+    assert len(seen(emulator, "?small")) == 1
+
+
+def test_a_declared_body_over_the_limit_gets_a_413_before_it_is_sent(
+    limited: Proxy, emulator: Emulator
+) -> None:
+    with connect(limited) as sock:
+        started = time.monotonic()
+        sock.sendall(post_head("declared", 3 * MIB + 1))  # the body is never sent
+        status, headers, body = read_response(sock)
+        assert time.monotonic() - started < 2
+    assert status == 413
+    assert headers["content-type"] == "application/json"
+    assert body["reason"] == "RequestEntityTooLarge"
+    assert body["message"] == "the request is too large"
+    assert seen(emulator, "?declared") == []
+
+
+def test_a_chunked_body_over_the_limit_gets_a_413(limited: Proxy, emulator: Emulator) -> None:
+    chunk = b"x" * 65536
+    with connect(limited) as sock:
+        sock.sendall(post_head("chunked", chunked=True))
+        try:
+            for _ in range(3 * 16 + 1):  # 3 MiB + 64 KiB
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        except OSError:
+            pass  # refused and closed while sending
+        status, _, body = read_response(sock)
+    assert status == 413
+    assert body["code"] == 413
+    assert seen(emulator, "?chunked") == []
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_bodies_within_the_limit_are_forwarded_whole(
+    limited: Proxy, emulator: Emulator, chunked: bool
+) -> None:
+    size = 3 * MIB  # exactly the limit; over stream_large_bodies (1 MiB)
+    marker = f"whole-{chunked}"
+    with connect(limited) as sock:
+        sock.sendall(post_head(marker, size, chunked))
+        if chunked:
+            for _ in range(size // MIB):
+                sock.sendall(b"%x\r\n%s\r\n" % (MIB, b"x" * MIB))
+            sock.sendall(b"0\r\n\r\n")
+        else:
+            sock.sendall(b"x" * size)
+        status, _, _ = read_response(sock)
+    assert status != 413
+    [record] = seen(emulator, f"?{marker}")
+    assert record["body_length"] == size
+
+
+def test_a_refused_login_with_a_large_body_gets_its_401(limited: Proxy, emulator: Emulator) -> None:
+    """A 2 MiB upload with a wrong password: mitmproxy cannot answer a request whose body it
+    streams, so the proxy used to drop the connection with no answer at all."""
+    wrong = basic_header("alice", "wrong")
+    with connect(limited) as sock:
+        sock.sendall(post_head("wrong", 2 * MIB, auth=wrong))
+        sock.sendall(b"x" * 2 * MIB)
+        status, _, body = read_response(sock)
+    assert (status, body["reason"]) == (401, "Unauthorized")
+    assert seen(emulator, "?wrong") == []
