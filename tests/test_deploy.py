@@ -1,0 +1,178 @@
+"""deploy/: the Kubernetes manifests and the systemd unit, checked offline.
+
+The manifests are validated against Kubernetes 1.32's own OpenAPI schemas (kubernetes-validate
+bundles them; strict: unknown fields are errors), rendered with the real `kubectl kustomize`,
+and the ConfigMap's config.yaml is loaded by the proxy itself with every file laid out where
+the Deployment mounts it.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from kube_front_proxy.runtime import build_runtime
+
+from .support import BIN, KUBECTL, REPO, htpasswd_add
+
+MANIFESTS = REPO / "deploy" / "kubernetes"
+UNIT = REPO / "deploy" / "systemd" / "kube-front-proxy@.service"
+KUBERNETES = "1.32.0"
+
+
+def manifest(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((MANIFESTS / name).read_text())
+    return data
+
+
+def kinds() -> list[str]:
+    return sorted(p.name for p in MANIFESTS.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+@pytest.mark.parametrize("name", kinds())
+def test_manifest_is_valid_for_kubernetes_1_32(name: str) -> None:
+    kubernetes_validate.validate(manifest(name), KUBERNETES, strict=True)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (["spec", "replicas"], "three", "'three' is not of type 'integer'"),
+        (["spec", "template", "spec", "containers", 0, "readinessprobe"], {},
+         "Additional properties are not allowed ('readinessprobe' was unexpected)"),
+        (["spec", "template", "spec", "volumes", 1, "secret", "defaultMode"], "0o440",
+         "'0o440' is not of type 'integer'"),
+    ],
+)  # fmt: skip
+def test_the_validator_refuses_a_broken_deployment(
+    path: list[str | int], value: object, message: str
+) -> None:
+    broken = copy.deepcopy(manifest("deployment.yaml"))
+    parent = broken
+    for step in path[:-1]:
+        parent = parent[step]
+    parent[path[-1]] = value
+    with pytest.raises(kubernetes_validate.ValidationError) as error:
+        kubernetes_validate.validate(broken, KUBERNETES, strict=True)
+    assert message in str(error.value)
+
+
+def test_kustomize_renders_every_manifest() -> None:
+    out = subprocess.run([KUBECTL, "kustomize", str(MANIFESTS)], capture_output=True, text=True,
+                         check=True).stdout  # fmt: skip
+    rendered = sorted(f"{d['kind']}/{d['metadata']['name']}" for d in yaml.safe_load_all(out))
+    assert rendered == [
+        "ConfigMap/kube-front-proxy-config",
+        "Deployment/kube-front-proxy",
+        "Namespace/kube-front-proxy",
+        "PodDisruptionBudget/kube-front-proxy",
+        "Secret/kube-front-proxy-front-proxy",
+        "Secret/kube-front-proxy-htpasswd",
+        "Secret/kube-front-proxy-serving",
+        "Service/kube-front-proxy",
+    ]
+
+
+def container() -> dict[str, Any]:
+    spec = manifest("deployment.yaml")["spec"]["template"]["spec"]
+    assert len(spec["containers"]) == 1
+    return dict(spec["containers"][0], volumes=spec["volumes"])
+
+
+def lay_out_mounts(root: Path, pki: Path) -> dict[str, Path]:
+    """Write every ConfigMap and Secret key where the Deployment mounts it, under root.
+
+    The Secrets hold placeholders; the development PKI and a real htpasswd stand in for them.
+    """
+    stand_ins = {
+        ("kube-front-proxy-serving", "tls.crt"): pki / "proxy-server.crt",
+        ("kube-front-proxy-serving", "tls.key"): pki / "proxy-server.key",
+        ("kube-front-proxy-front-proxy", "tls.crt"): pki / "front-proxy-client.crt",
+        ("kube-front-proxy-front-proxy", "tls.key"): pki / "front-proxy-client.key",
+        ("kube-front-proxy-front-proxy", "ca.crt"): pki / "ca.crt",
+    }
+    htpasswd = root / "htpasswd-stand-in"
+    for user in ("alice", "bob"):
+        htpasswd_add(htpasswd, user, f"{user}-password", "bcrypt")
+    stand_ins[("kube-front-proxy-htpasswd", "htpasswd")] = htpasswd
+    sources = {m["metadata"]["name"]: m for m in map(manifest, kinds())}
+    c = container()
+    volumes = {v["name"]: v for v in c["volumes"]}
+    mounts = {}
+    for mount in c["volumeMounts"]:
+        directory = root / mount["mountPath"].lstrip("/")
+        directory.mkdir(parents=True)
+        mounts[mount["mountPath"]] = directory
+        volume = volumes[mount["name"]]
+        if "configMap" in volume:
+            for key, text in sources[volume["configMap"]["name"]]["data"].items():
+                (directory / key).write_text(text)
+        elif "secret" in volume:
+            name = volume["secret"]["secretName"]
+            for key in sources[name]["stringData"]:
+                shutil.copy(stand_ins.pop((name, key)), directory / key)
+    assert stand_ins == {}, "keys the Secrets no longer have"
+    return mounts
+
+
+def test_configmap_config_loads_with_the_files_where_the_deployment_mounts_them(
+    pki: Path, tmp_path: Path
+) -> None:
+    c = container()
+    args = c["command"]
+    config_in_pod = next(a.split("=", 1)[1] for a in args if a.startswith("k8s_auth_config="))
+    confdir_in_pod = next(a.split("=", 1)[1] for a in args if a.startswith("confdir="))
+    mounts = lay_out_mounts(tmp_path, pki)
+    config = tmp_path / config_in_pod.lstrip("/")
+    # Absolute paths in config.yaml name places in the pod: put them under the laid-out root.
+    config.write_text(re.sub(r"(?m)(: )/", rf"\g<1>{tmp_path}/", config.read_text()))
+
+    runtime = build_runtime(config)  # reads every certificate, key, htpasswd and users.yaml
+
+    s = runtime.settings
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert (s.listen_host, s.listen_port) == ("0.0.0.0", ports["https"])
+    assert s.metrics_listen == ("0.0.0.0", ports["metrics"])
+    assert c["readinessProbe"]["httpGet"]["port"] == "metrics"
+    assert c["livenessProbe"]["httpGet"]["port"] == "metrics"
+    assert sorted(runtime.login.identities) == ["alice", "bob"]
+    # What the proxy writes goes to the two writable emptyDir mounts; the rest is read-only.
+    writable = {m["mountPath"] for m in c["volumeMounts"] if not m.get("readOnly")}
+    assert s.audit is not None
+    assert writable == {confdir_in_pod, str(s.audit.path.parent).removeprefix(str(tmp_path))}
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert mounts.keys() >= writable
+
+
+def test_containerfile_installs_the_entry_script_the_deployment_runs() -> None:
+    containerfile = (REPO / "deploy" / "Containerfile").read_text()
+    script = container()["command"][2]
+    assert script == "/app/k8s_auth.py"
+    assert f"addon/k8s_auth.py {script}" in containerfile
+    assert "USER 10001:10001" in containerfile
+    pod = manifest("deployment.yaml")["spec"]["template"]["spec"]["securityContext"]
+    assert (pod["runAsUser"], pod["runAsGroup"]) == (10001, 10001)
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="needs systemd-analyze")
+def test_systemd_unit_verifies_and_is_hardened(tmp_path: Path) -> None:
+    # The unit names /opt/kube-front-proxy; systemd-analyze checks that ExecStart exists.
+    unit = tmp_path / UNIT.name
+    text = UNIT.read_text().replace("/opt/kube-front-proxy/.venv/bin", str(BIN))
+    unit.write_text(text.replace("/opt/kube-front-proxy", str(REPO)))
+    verify = subprocess.run(["systemd-analyze", "verify", "kube-front-proxy@main.service"],
+                            cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
+    assert (verify.returncode, verify.stderr) == (0, "")
+    security = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(unit)],
+                              capture_output=True, text=True)  # fmt: skip
+    exposure = re.search(r"Overall exposure level for .*: ([\d.]+)", security.stdout)
+    assert exposure, security.stdout + security.stderr
+    assert float(exposure.group(1)) <= 2.0
