@@ -61,6 +61,7 @@ class OidcIssuer:
         self.jwks_fetches = 0
         self.discovery_fetches = 0
         self.delay_seconds = 0.0  # slows JWKS answers, to hold concurrent fetches in flight
+        self.keys_redirect: str | None = None  # if set, the JWKS URL answers 302 to it
         self._lock = threading.Lock()
         self._keys: dict[str, RSAKey | ECKey] = {}
         self.published: list[str] = []
@@ -140,6 +141,12 @@ class OidcIssuer:
                     with issuer._lock:
                         issuer.discovery_fetches += 1
                     body = {"issuer": issuer.issuer_url, "jwks_uri": issuer.issuer_url + "/keys"}
+                elif self.path == issuer.path + "/keys" and issuer.keys_redirect:
+                    self.send_response(302)
+                    self.send_header("Location", issuer.keys_redirect)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 elif self.path == issuer.path + "/keys":
                     with issuer._lock:
                         issuer.jwks_fetches += 1
@@ -163,7 +170,9 @@ class OidcIssuer:
         context.load_cert_chain(self._cert, self._key)
         server.socket = context.wrap_socket(server.socket, server_side=True)
         self.issuer_url = f"https://127.0.0.1:{server.server_address[1]}{self.path}"
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        # A short poll interval: stop() waits up to one interval for the serving thread.
+        serve = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+        serve.start()
         self._server = server
         return self
 

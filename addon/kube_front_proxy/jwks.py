@@ -12,13 +12,13 @@ flood of tokens naming unknown key ids costs the issuer one request per interval
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import logging
 import ssl
 import time
 import urllib.error
 import urllib.request
-from http.client import HTTPMessage
 from pathlib import Path
 from typing import IO, Any, Protocol
 from urllib.parse import urlsplit
@@ -107,7 +107,7 @@ class RemoteKeys:
     async def _fetch(self) -> Keys:
         try:
             keys = await asyncio.to_thread(self._download)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, http.client.HTTPException) as e:
             logger.warning(
                 "OIDC: cannot fetch keys of %s, keeping the %d known: %s",
                 self._issuer_url,
@@ -155,7 +155,7 @@ class _HttpsOnlyRedirects(urllib.request.HTTPRedirectHandler):
         fp: IO[bytes],
         code: int,
         msg: str,
-        headers: HTTPMessage,
+        headers: http.client.HTTPMessage,
         newurl: str,
     ) -> urllib.request.Request | None:
         if urlsplit(newurl).scheme != "https":
