@@ -38,7 +38,7 @@ alice-token,alice,1,"devs"
 eve-token,eve,2
 """
 V1BETA1 = {"apiVersion": "abac.authorization.kubernetes.io/v1beta1", "kind": "Policy"}
-POLICY = [
+POLICY: list[dict[str, object]] = [
     {"user": PROXY_SA, "namespace": "*", "resource": "*", "apiGroup": "*"},
     {"user": "alice", "namespace": "default", "resource": "pods", "apiGroup": "", "readonly": True},
     {"user": "alice", "resource": "users", "apiGroup": ""},
@@ -112,7 +112,7 @@ def user_info(response: RawResponse) -> dict[str, object]:
 
 
 def attrs(user: UserInfo, verb: str, **kw: str) -> Attributes:
-    return Attributes(user=user, verb=verb, resource_request="path" not in kw, **kw)  # type: ignore[arg-type]
+    return Attributes(user=user, verb=verb, resource_request="path" not in kw, **kw)
 
 
 ALICE = UserInfo("alice", groups=("devs", "system:authenticated"))
@@ -402,6 +402,7 @@ def test_groups_extras_or_uid_without_a_user_are_an_internal_error(
     """1.32 answers `responsewriters.InternalError` (master: a 400 BadRequest Status)."""
     cases = [
         ([("Impersonate-Group", "devs")], "[{Group  devs    }]"),
+        ([("Impersonate-Uid", "7")], "[{UID  7  authentication.k8s.io/v1  }]"),
         (
             [
                 ("Impersonate-User", ""),
