@@ -6,6 +6,7 @@ log file tells how many of the requests it answered.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from kube_front_proxy.runtime import build_runtime
 
 from .e2e import Emulator, Proxy, basic_header, password_of, start_proxy_for, write_users
 from .support import Process, proxy_config, start_proxy, write_yaml
+from .test_e2e_startup import listening_ports
 
 ALICE = [basic_header("alice", password_of("alice"))]
 
@@ -44,6 +46,11 @@ def test_two_processes_share_the_port_and_one_survives_the_other(
                    pki, tmp_path)  # fmt: skip
     try:
         second.process.wait_for(rf"listening at 127\.0\.0\.1:{first.port}")
+        pids = [first.process.proc.pid, second.process.proc.pid]
+        assert [listening_ports(pid) for pid in pids] == [{first.port}, {first.port}]
+        # Shared means TCP only: mitmproxy's HTTP/3 socket on the same port cannot be shared.
+        udp = subprocess.run(["ss", "-Hulnp"], capture_output=True, text=True, check=True).stdout
+        assert not [line for line in udp.splitlines() if f":{first.port} " in line]
         pods = "/api/v1/namespaces/default/pods"
         # Each request is a new connection: the kernel picks a process per connection.
         statuses = [first.raw("GET", pods, ALICE)[0] for _ in range(40)]
