@@ -25,7 +25,8 @@ from tests.conftest_emulator import (
     kubeadm_config,
     request,
 )
-from tests.emulator import EmulatorServer
+from tests.emulator import EmulatorServer, build_authorization
+from tests.emulator.__main__ import config_from_args, parse_args
 from tests.emulator.abac import PolicyList, PolicySpec, parse_policy
 from tests.emulator.authz import AlwaysAllow, Attributes, Decision
 from tests.emulator.impersonation import impersonate, impersonated_user
@@ -509,3 +510,34 @@ def test_kubectl_whoami_through_impersonation(
         'Error from server (Forbidden): users "bob" is forbidden: User "eve" cannot impersonate'
         ' resource "users" in API group "" at the cluster scope: No policy matched.'
     ) in denied.stderr
+
+
+def test_authorization_flags_are_validated_like_kube_apiserver(
+    emulator_pki: EmulatorPKI,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    policy = write_policy(tmp_path / "p.jsonl", POLICY)
+    args = ["--tls-cert-file", "c", "--tls-private-key-file", "k"]
+    parsed = config_from_args(
+        parse_args(
+            [*args, "--authorization-mode", "RBAC,ABAC", "--authorization-policy-file", str(policy)]
+        )
+    )
+    assert (parsed.authorization_mode, parsed.authorization_policy_file) == (
+        ("RBAC", "ABAC"),
+        policy,
+    )
+    assert config_from_args(parse_args(args)).authorization_mode == ("RBAC",)
+    cases: list[tuple[dict[str, object], str]] = [
+        ({"authorization_mode": ("ABAC",)},
+         "authorization-mode ABAC's authorization policy file not passed"),
+        ({"authorization_policy_file": policy},
+         "cannot specify --authorization-policy-file without mode ABAC"),
+        ({"authorization_mode": ("Node",)}, 'authorization-mode "Node" is not a valid mode'),
+        ({"authorization_mode": ("RBAC", "RBAC")},
+         'authorization-mode ["RBAC" "RBAC"] has mode specified more than once'),
+    ]  # fmt: skip
+    for overrides, message in cases:
+        with pytest.raises(ValueError) as error:
+            build_authorization(kubeadm_config(emulator_pki, **overrides))
+        assert str(error.value) == message
