@@ -13,9 +13,10 @@ from pathlib import Path
 
 from mitmproxy import connection, ctx, exceptions, http, tcp, tls
 from mitmproxy.addonmanager import Loader
+from mitmproxy.proxy import server_hooks
 from mitmproxy.proxy.mode_specs import ProxyMode
 
-from . import error_pages, reuse_port
+from . import error_pages, reuse_port, upstream_retry
 from .audit import AuditLog
 from .connection_limits import ConnectionLimits
 from .errors import ConfigError
@@ -26,6 +27,7 @@ from .reload import Reloader
 from .runtime import Runtime, build_runtime
 from .status import status_response, too_many_requests, unauthorized
 from .streaming import forget_relayed, must_stream
+from .upstreams import check_forever
 
 logger = logging.getLogger("kube_front_proxy")
 
@@ -37,6 +39,7 @@ class K8sAuth:
         self.runtime: Runtime | None = None
         self._mode: ProxyMode | None = None
         self._reloader: asyncio.Task[None] | None = None
+        self._health_checker: asyncio.Task[None] | None = None
         # The audit log and the metrics outlive reloads: they need a restart to change.
         self.recorder = Recorder(None, None)
         self.limits = ConnectionLimits(max_total=1, max_per_client=1)
@@ -65,11 +68,12 @@ class K8sAuth:
             self._mode = ProxyMode.parse(runtime.mode)
             self._start_recorder(runtime)
             self._set_limits(runtime)
+            upstream_retry.install(runtime.router)
             ctx.options.update(**runtime.mitmproxy_options)
             logger.info(
                 "kube-front-proxy: %s users, forwarding to %s",
                 len(runtime.login.identities),
-                runtime.settings.upstream.url,
+                ", ".join(s.url for s in runtime.settings.upstream.servers),
             )
         elif self.runtime and updated & set(self.runtime.mitmproxy_options):
             self._refuse_changes_to_owned_options(self.runtime)
@@ -101,6 +105,7 @@ class K8sAuth:
             await self._listen(self.runtime)
             self._serve_metrics(self.runtime)
             self._start_reloading(self.runtime)
+            self._check_upstreams(self.runtime)
 
     async def _listen(self, runtime: Runtime) -> None:
         # mitmproxy starts its listeners before scripts load, so the default forward proxy may
@@ -129,6 +134,15 @@ class K8sAuth:
             reloader = Reloader(self._current_runtime, self._use_runtime, self._reload_refused)
             self._reloader = asyncio.create_task(reloader.run(interval))
 
+    def _check_upstreams(self, runtime: Runtime) -> None:
+        if self._health_checker:
+            self._health_checker.cancel()
+            self._health_checker = None
+        if runtime.health_probe:
+            interval = runtime.settings.upstream.health_check.interval
+            checks = check_forever(runtime.router.pool, runtime.health_probe, interval)
+            self._health_checker = asyncio.create_task(checks)
+
     def _current_runtime(self) -> Runtime:
         assert self.runtime
         return self.runtime
@@ -140,6 +154,8 @@ class K8sAuth:
     def _use_runtime(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._set_limits(runtime)
+        upstream_retry.install(runtime.router)
+        self._check_upstreams(runtime)
         if self.recorder.metrics:
             self.recorder.metrics.reloads.labels("ok").inc()
 
@@ -152,6 +168,10 @@ class K8sAuth:
         if self._reloader:
             self._reloader.cancel()
             self._reloader = None
+        if self._health_checker:
+            self._health_checker.cancel()
+            self._health_checker = None
+        upstream_retry.install(None)
         self._stop_recorder()
 
     def client_connected(self, client: connection.Client) -> None:
@@ -185,6 +205,8 @@ class K8sAuth:
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         try:
             await self._authenticate(flow)
+            if not flow.response:
+                self._route(flow)
         except Exception:
             # Never forward a request we could not vouch for.
             logger.exception("kube-front-proxy: internal error; request refused")
@@ -220,13 +242,38 @@ class K8sAuth:
             return
         runtime.writer.apply(flow.request.headers, outcome.lines)
 
+    def _route(self, flow: http.HTTPFlow) -> None:
+        assert self.runtime
+        self.runtime.router.route(flow)
+
     def responseheaders(self, flow: http.HTTPFlow) -> None:
+        if not self._hide_upstream(flow, body=False):
+            return
         if flow.response and must_stream(flow.response):
             flow.response.stream = True
         if self.recorder.enabled:
             self.recorder.response_started(flow, bool(flow.response and flow.response.stream))
 
+    def _hide_upstream(self, flow: http.HTTPFlow, body: bool) -> bool:
+        """Strip upstream addresses from the response; kill the flow if that fails."""
+        if not self.runtime or not flow.response or not flow.server_conn.address:
+            return True
+        try:
+            proxy = flow.client_conn.sockname[:2]
+            if body:
+                self.runtime.hider.body(flow.response, proxy)
+            else:
+                self.runtime.router.answered(flow)
+                self.runtime.hider.headers(flow.response, proxy)
+        except Exception:
+            logger.exception("kube-front-proxy: internal error; response withheld")
+            flow.kill()
+            return False
+        return True
+
     def response(self, flow: http.HTTPFlow) -> None:
+        if not flow.response or not flow.response.stream:
+            self._hide_upstream(flow, body=True)
         if self.recorder.enabled:
             self.recorder.response_done(flow)
 
@@ -250,7 +297,15 @@ class K8sAuth:
         if self.recorder.enabled:
             self.recorder.connection_closed(client)
 
+    def server_connect_error(self, data: server_hooks.ServerConnectionHookData) -> None:
+        # mitmproxy's HTTP layer keeps a server connection that failed to open, and answers
+        # every later request for that address on the same client connection with its error,
+        # for as long as the client stays: forgotten, the next request tries again.
+        data.server.error = None
+
     def error(self, flow: http.HTTPFlow) -> None:
+        if self.runtime:
+            self.runtime.router.failed(flow)
         if flow.error:
             logger.warning(
                 "kube-front-proxy: %s %s failed: %s",

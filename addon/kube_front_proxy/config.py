@@ -30,16 +30,40 @@ class FileRef:
 
 
 @dataclass(frozen=True)
-class Upstream:
-    """The API server: where to connect, how to verify it, what to present to it."""
+class UpstreamServer:
+    """One API server URL from upstream.servers."""
 
     url: str
     host: str
     port: int
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """The active check of every API server; interval 0 turns it off."""
+
+    interval: int
+    timeout: int
+    path: str
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """The API servers: where to connect, how to choose, how to verify them, what to present.
+
+    One server_name for all servers: it is the SNI and the name checked on every server's
+    certificate (kubeadm puts `kubernetes` in every control-plane node's apiserver.crt).
+    """
+
+    servers: tuple[UpstreamServer, ...]
     ca: FileRef
     server_name: str
     client_cert: FileRef
     client_key: FileRef
+    balance: str
+    health_check: HealthCheck
+    eject_seconds: int
+    retries: int
 
 
 @dataclass(frozen=True)
@@ -242,41 +266,76 @@ def _check_host(section: Section, key: str, host: str) -> None:
 
 
 def _upstream(section: Section) -> Upstream:
-    servers = section.string_list("servers")
-    if not servers:
+    urls = section.string_list("servers")
+    if not urls:
         raise section.error(
-            "servers", "missing: list the API server URL, e.g. https://10.0.0.1:6443"
+            "servers", "missing: list the API server URLs, e.g. https://10.0.0.1:6443"
         )
-    if len(servers) > 1:
-        # Balancing, health checks and retries across servers are not built yet; refusing is
-        # better than silently using only the first one.
-        raise section.error("servers", "only one server is supported for now")
-    url = servers[0]
-    parts = urlsplit(url)
-    try:
-        port = parts.port or 443
-    except ValueError:
-        raise section.error("servers[0]", f"invalid port in {url!r}") from None
-    if parts.scheme != "https" or not parts.hostname:
-        raise section.error("servers[0]", f"must be an https:// URL, not {url!r}")
-    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
-        raise section.error("servers[0]", f"must be https://HOST[:PORT] only, not {url!r}")
-    host = parts.hostname
-    server_name = section.string("server_name", host)
+    servers = tuple(_upstream_server(section, f"servers[{i}]", url) for i, url in enumerate(urls))
+    addresses = [(s.host, s.port) for s in servers]
+    for i, address in enumerate(addresses):
+        if address in addresses[:i]:
+            raise section.error(f"servers[{i}]", f"{urls[i]!r} is listed twice")
+    hosts = {s.host for s in servers}
+    if section.has("server_name") or len(hosts) == 1:
+        server_name = section.string("server_name", servers[0].host)
+    else:
+        # Each server's certificate is checked for this one name, so it cannot be guessed.
+        raise section.error(
+            "server_name", "missing: the servers differ in host, so name the SAN they share"
+        )
     if not server_name:
         raise section.error("server_name", "must not be empty")
     _check_host(section, "server_name", server_name)
+    balance = section.string("balance", "least_outstanding")
+    if balance not in ("least_outstanding", "round_robin"):
+        raise section.error("balance", f"must be least_outstanding or round_robin, not {balance!r}")
+    eject_seconds = section.integer("eject_seconds", 10)
+    if eject_seconds < 0:
+        raise section.error("eject_seconds", "must be 0 (no passive ejection) or more")
+    retries = section.integer("retries", 1)
+    if retries < 0:
+        raise section.error("retries", "must be 0 (never retry) or more")
     upstream = Upstream(
-        url=url,
-        host=host,
-        port=port,
+        servers=servers,
         ca=_file(section, "ca"),
         server_name=server_name,
         client_cert=_file(section, "client_cert"),
         client_key=_file(section, "client_key"),
+        balance=balance,
+        health_check=_health_check(section.section("health_check")),
+        eject_seconds=eject_seconds,
+        retries=retries,
     )
     section.finish()
     return upstream
+
+
+def _upstream_server(section: Section, key: str, url: str) -> UpstreamServer:
+    parts = urlsplit(url)
+    try:
+        port = parts.port or 443
+    except ValueError:
+        raise section.error(key, f"invalid port in {url!r}") from None
+    if parts.scheme != "https" or not parts.hostname:
+        raise section.error(key, f"must be an https:// URL, not {url!r}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise section.error(key, f"must be https://HOST[:PORT] only, not {url!r}")
+    return UpstreamServer(url, parts.hostname, port)
+
+
+def _health_check(section: Section) -> HealthCheck:
+    interval = section.integer("interval_seconds", 5)
+    timeout = section.integer("timeout_seconds", 2)
+    path = section.string("path", "/readyz")
+    if interval < 0:
+        raise section.error("interval_seconds", "must be 0 (no active checks) or more")
+    if timeout < 1:
+        raise section.error("timeout_seconds", "must be at least 1")
+    if not path.startswith("/") or not path.isprintable() or " " in path:
+        raise section.error("path", f"must be an absolute path such as /readyz, not {path!r}")
+    section.finish()
+    return HealthCheck(interval, timeout, path)
 
 
 def _header_names(section: Section) -> HeaderNames:

@@ -11,8 +11,12 @@ from .credential_cache import CredentialCache
 from .htpasswd import Htpasswd
 from .identity import IdentityHeaderWriter
 from .lockout import Lockout
+from .readyz import readyz_probe
+from .routing import Router, build_router
 from .tls import ServingTLS, UpstreamTLS, read_certificates, read_key_pair
 from .tokens import TokenFile
+from .upstream_leaks import UpstreamHider
+from .upstreams import Probe
 from .users import load_users
 
 
@@ -23,12 +27,18 @@ class Runtime:
     writer: IdentityHeaderWriter
     serving: ServingTLS
     upstream: UpstreamTLS
+    router: Router
+    hider: UpstreamHider
+    health_probe: Probe | None
 
     @property
     def mode(self) -> str:
-        """The one mitmproxy listener this proxy runs: reverse mode towards the API server."""
+        """The one mitmproxy listener this proxy runs: reverse mode towards the API server.
+
+        The first server is only mitmproxy's default: the addon picks the server per request.
+        """
         s = self.settings
-        return f"reverse:{s.upstream.url}@{s.listen_host}:{s.listen_port}"
+        return f"reverse:{s.upstream.servers[0].url}@{s.listen_host}:{s.listen_port}"
 
     @property
     def watched_files(self) -> list[Path]:
@@ -100,4 +110,7 @@ def build_runtime(config_file: Path, previous: Runtime | None = None) -> Runtime
     upstream = UpstreamTLS(
         up, read_certificates(up.ca), read_key_pair(up.client_cert, up.client_key)
     )
-    return Runtime(settings, login, writer, serving, upstream)
+    router = build_router(up, previous.router if previous else None)
+    hider = UpstreamHider([s.address for s in router.pool.servers])
+    probe = readyz_probe(upstream, up.health_check, writer) if up.health_check.interval else None
+    return Runtime(settings, login, writer, serving, upstream, router, hider, probe)

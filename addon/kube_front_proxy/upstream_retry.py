@@ -1,0 +1,124 @@
+"""Retry on another API server, and a clean end for watches whose server died.
+
+mitmproxy 12 has no hook for either: when a server connection fails, HttpStream's
+handle_protocol_error sends the client a 502 (or resets the stream) and no addon can undo
+that; the error hook only hears about it afterwards. So this module wraps that one method:
+
+- the connection failed before any response byte (refused, TLS failure, or closed while the
+  request waited), and the router names another server: the stream sends the request again,
+  exactly as mitmproxy sent it the first time (state_consume_request_body);
+- a streamed watch response was cut off: it ends as if the server had ended it (terminating
+  chunk, or END_STREAM on HTTP/2), through mitmproxy's own end-of-response path;
+- anything else, or a router that raises: mitmproxy's own handling (fail closed: a 502).
+
+Checked against mitmproxy 12.3.1 (mitmproxy/proxy/layers/http/__init__.py, _http1.py,
+_http2.py); install() refuses other major versions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from mitmproxy import http
+from mitmproxy.proxy import layer
+from mitmproxy.proxy.layers.http import HttpStream, SendHttp
+from mitmproxy.proxy.layers.http._events import (
+    ErrorCode,
+    RequestData,
+    RequestEndOfMessage,
+    RequestHeaders,
+    RequestProtocolError,
+    RequestTrailers,
+    ResponseEndOfMessage,
+    ResponseProtocolError,
+)
+from mitmproxy.version import VERSION
+
+from .upstreams import Address
+
+logger = logging.getLogger("kube_front_proxy")
+
+# The messages mitmproxy's HTTP/1 and HTTP/2 clients give a server connection that closed
+# with no response byte read (a closed one with bytes gets "unexpected server response: ...").
+CLOSED_BEFORE_RESPONSE = frozenset({"server closed connection", "peer closed connection"})
+
+
+class RetryPolicy(Protocol):
+    def retry_target(self, flow: http.HTTPFlow) -> Address | None: ...
+
+    def ends_cleanly(self, flow: http.HTTPFlow) -> bool: ...
+
+
+_policy: RetryPolicy | None = None
+_original: Callable[..., Any] | None = None
+
+
+def install(policy: RetryPolicy | None) -> None:
+    """Route failures of every HttpStream through policy (None: mitmproxy's own handling)."""
+    global _policy, _original
+    if not VERSION.startswith("12."):
+        raise RuntimeError(f"upstream_retry is written for mitmproxy 12, not {VERSION}")
+    _policy = policy
+    if _original is None:
+        _original = HttpStream.handle_protocol_error
+        HttpStream.handle_protocol_error = _handle_protocol_error  # type: ignore[method-assign,assignment]
+
+
+def failed_before_response(stream: HttpStream, event: ResponseProtocolError) -> bool:
+    """No response byte came, and the whole request is in hand to send again."""
+    return (
+        stream.flow.response is None
+        and stream.client_state == stream.state_done
+        and stream.server_state == stream.state_wait_for_response_headers
+        and (event.code is ErrorCode.CONNECT_FAILED or event.message in CLOSED_BEFORE_RESPONSE)
+    )
+
+
+def _handle_protocol_error(
+    stream: HttpStream, event: RequestProtocolError | ResponseProtocolError
+) -> layer.CommandGenerator[None]:
+    assert _original is not None
+    action = None
+    if _policy is not None and isinstance(event, ResponseProtocolError):
+        try:
+            action = _choose(_policy, stream, event)
+        except Exception:
+            logger.exception("kube-front-proxy: internal error in the upstream retry")
+    if action == "retry":
+        logger.info("kube-front-proxy: upstream failed before answering: %s", event.message)
+        yield from _send_again(stream)
+    elif action == "end":
+        logger.warning("kube-front-proxy: watch ended early: upstream %s", event.message)
+        yield from stream.state_stream_response_body(ResponseEndOfMessage(stream.stream_id))
+    else:
+        yield from _original(stream, event)
+
+
+def _choose(policy: RetryPolicy, stream: HttpStream, event: ResponseProtocolError) -> str | None:
+    if failed_before_response(stream, event):
+        return "retry" if policy.retry_target(stream.flow) else None
+    if stream.server_state == stream.state_stream_response_body and policy.ends_cleanly(
+        stream.flow
+    ):
+        return "end"
+    return None
+
+
+def _send_again(stream: HttpStream) -> layer.CommandGenerator[None]:
+    # make_server_connection calls handle_protocol_error itself when this attempt fails too,
+    # so a further retry (or the final 502) happens in there.
+    ok = yield from stream.make_server_connection()
+    if not ok:
+        return
+    request = stream.flow.request
+    server = stream.context.server
+    content = request.raw_content
+    done_after_headers = not (content or request.trailers)
+    yield SendHttp(RequestHeaders(stream.stream_id, request, done_after_headers), server)
+    if content:
+        yield SendHttp(RequestData(stream.stream_id, content), server)
+    if request.trailers:
+        yield SendHttp(RequestTrailers(stream.stream_id, request.trailers), server)
+    yield SendHttp(RequestEndOfMessage(stream.stream_id), server)
