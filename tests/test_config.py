@@ -74,7 +74,7 @@ def test_invalid_yaml(tmp_path: Path) -> None:
         ({"authn": {"cache": {"ttl_seconds": -1}}}, "authn.cache.ttl_seconds", "0 (no cache)"),
         ({"reload": {"interval_seconds": -1}}, "reload.interval_seconds", "0 (no reload)"),
         ({"metrics": {"listen": "9095"}}, "metrics.listen", "HOST:PORT"),
-        ({"authn": {"htpasswd": None}}, "authn.htpasswd", "authn.tokens or both"),
+        ({"authn": {"htpasswd": None}}, "authn.htpasswd", "at least one of htpasswd, tokens, client_ca"),
         ({"connections": {"idle_timeout_seconds": 0}}, "connections.idle_timeout_seconds", "at"),
         ({"connections": {"max_per_client": 0}}, "connections.max_per_client", "at least 1"),
         ({"metrics": {"per_user": "yes"}}, "metrics.per_user", "true or false"),

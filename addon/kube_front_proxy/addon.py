@@ -16,20 +16,31 @@ from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import server_hooks
 from mitmproxy.proxy.mode_specs import ProxyMode
 
-from . import error_pages, reuse_port, upstream_retry
+from . import error_pages, reuse_port, service_account, upstream_retry
 from .audit import AuditLog
 from .connection_limits import ConnectionLimits
 from .errors import ConfigError
 from .flow_labels import label
+from .identity import asks_to_impersonate
 from .metrics import Metrics
 from .recording import Recorder
 from .reload import Reloader
+from .request_limits import RequestLimits, install_request_limits
 from .runtime import Runtime, build_runtime
 from .status import status_response, too_many_requests, unauthorized
 from .streaming import forget_relayed, must_stream
+from .upstream_timeout import (
+    UpstreamTimeouts,
+    close_upstream_connection,
+    install_timeout_responses,
+)
 from .upstreams import check_forever
 
 logger = logging.getLogger("kube_front_proxy")
+
+# kubectl --as and friends: the API server would check them against the proxy-given user, so
+# they are refused unless identity.allow_client_impersonation says that is wanted.
+IMPERSONATION_REFUSED = "impersonation (Impersonate-* headers) is not allowed through this proxy"
 
 
 class K8sAuth:
@@ -43,6 +54,8 @@ class K8sAuth:
         # The audit log and the metrics outlive reloads: they need a restart to change.
         self.recorder = Recorder(None, None)
         self.limits = ConnectionLimits(max_total=1, max_per_client=1)
+        self.request_limits = RequestLimits(max_head_bytes=1, max_body_bytes=1)
+        self.upstream_timeouts = UpstreamTimeouts(0, close_upstream_connection)
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
@@ -52,6 +65,8 @@ class K8sAuth:
             help="Path to kube-front-proxy's config.yaml. Required.",
         )
         error_pages.install()
+        install_request_limits(self.request_limits)
+        service_account.install()
 
     def configure(self, updated: set[str]) -> None:
         if "k8s_auth_config" in updated:
@@ -68,6 +83,7 @@ class K8sAuth:
             self._mode = ProxyMode.parse(runtime.mode)
             self._start_recorder(runtime)
             self._set_limits(runtime)
+            self._use_token(runtime)
             upstream_retry.install(runtime.router)
             ctx.options.update(**runtime.mitmproxy_options)
             logger.info(
@@ -101,6 +117,9 @@ class K8sAuth:
             )
 
     async def running(self) -> None:
+        # After upstream_retry's wrapper (configure): a request that timed out is answered
+        # with a 504, not sent again.
+        install_timeout_responses()
         if self.runtime:
             await self._listen(self.runtime)
             self._serve_metrics(self.runtime)
@@ -154,15 +173,23 @@ class K8sAuth:
     def _use_runtime(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._set_limits(runtime)
+        self._use_token(runtime)
         upstream_retry.install(runtime.router)
         self._check_upstreams(runtime)
         if self.recorder.metrics:
             self.recorder.metrics.reloads.labels("ok").inc()
 
+    def _use_token(self, runtime: Runtime) -> None:
+        servers = [(s.host, s.port) for s in runtime.settings.upstream.servers]
+        service_account.injector.use(runtime.upstream_token, servers)
+
     def _set_limits(self, runtime: Runtime) -> None:
         # Counts carry over: connections already open stay counted under the new limits.
         self.limits.max_total = runtime.settings.max_connections
         self.limits.max_per_client = runtime.settings.max_connections_per_client
+        self.request_limits.max_head_bytes = runtime.settings.max_request_head_bytes
+        self.request_limits.max_body_bytes = runtime.settings.max_request_body_bytes
+        self.upstream_timeouts.seconds = runtime.settings.upstream.response_timeout
 
     def done(self) -> None:
         if self._reloader:
@@ -198,7 +225,10 @@ class K8sAuth:
         server = data.conn
         assert isinstance(server, connection.Server)
         client_offers = data.context.client.alpn_offers or ()
-        if not server.alpn_offers:
+        if self.runtime.upstream_token:
+            # The token goes into HTTP/1 request heads only (service_account.py).
+            server.alpn_offers = (b"http/1.1",)
+        elif not server.alpn_offers:
             server.alpn_offers = tuple(p for p in client_offers if ctx.options.http2 or p != b"h2")
         data.ssl_conn = self.runtime.upstream.connection(server.alpn_offers)
 
@@ -213,14 +243,33 @@ class K8sAuth:
             message = "internal error in the authenticating proxy"
             flow.response = status_response(500, message)
             self.recorder.internal_error(flow, message)
+        if flow.response:
+            # Refused: its body must not be streamed upstream (mitmproxy cannot answer and
+            # stream at once, and drops the connection); request_limits bounds what is read.
+            flow.request.stream = False
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if not flow.response:
+            try:
+                self.upstream_timeouts.start(flow)
+            except Exception:
+                logger.exception("kube-front-proxy: internal error; request refused")
+                flow.response = status_response(500, "internal error in the authenticating proxy")
 
     async def _authenticate(self, flow: http.HTTPFlow) -> None:
         runtime = self.runtime
         if runtime is None or flow.client_conn.proxy_mode != self._mode:
             flow.response = status_response(503, "the proxy is not configured")
             return
+        certificates = (
+            [c.to_cryptography() for c in flow.client_conn.certificate_list]
+            if runtime.login.client_certs
+            else []
+        )
         outcome = await runtime.login.authenticate(
-            flow.request.headers.get_all("authorization"), flow.client_conn.peername[0]
+            flow.request.headers.get_all("authorization"),
+            flow.client_conn.peername[0],
+            certificates,
         )
         label(flow, outcome)
         if self.recorder.enabled:
@@ -230,15 +279,24 @@ class K8sAuth:
             # saved with -w. (On success the identity headers replace it.)
             flow.request.headers.pop("authorization", None)
             logger.info(
-                "kube-front-proxy: login refused from %s: %s (user %r)",
+                "kube-front-proxy: login refused from %s: %s (user %r)%s",
                 flow.client_conn.peername[0],
                 outcome.reason,
                 outcome.claimed_user,
+                f" ({outcome.detail})" if outcome.detail else "",
             )
             if outcome.retry_after > 0:
                 flow.response = too_many_requests(outcome.retry_after)
             else:
                 flow.response = unauthorized(runtime.settings.realm)
+            return
+        if not runtime.settings.allow_client_impersonation and asks_to_impersonate(
+            flow.request.headers.fields
+        ):
+            logger.info(
+                "kube-front-proxy: %s sent Impersonate-* headers; refused", outcome.identity.user
+            )
+            flow.response = status_response(403, IMPERSONATION_REFUSED)
             return
         runtime.writer.apply(flow.request.headers, outcome.lines)
 
@@ -247,6 +305,7 @@ class K8sAuth:
         self.runtime.router.route(flow)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
+        self.upstream_timeouts.stop(flow)
         if not self._hide_upstream(flow, body=False):
             return
         if flow.response and must_stream(flow.response):
@@ -304,6 +363,7 @@ class K8sAuth:
         data.server.error = None
 
     def error(self, flow: http.HTTPFlow) -> None:
+        self.upstream_timeouts.stop(flow)
         if self.runtime:
             self.runtime.router.failed(flow)
         if flow.error:

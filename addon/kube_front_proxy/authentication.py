@@ -1,18 +1,26 @@
-"""Logging a request in: Basic credentials checked against htpasswd, or a static bearer token;
-the identity comes from users.yaml (and the token file), with header lines computed at load."""
+"""Logging a request in: client certificates, static bearer tokens, OIDC ID tokens and Basic
+credentials checked against htpasswd, tried in the configured order like kube-apiserver's union
+of authenticators. Every authenticator yields the same Identity; users.yaml adds to it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
-from .basic_auth import BearerToken, MalformedCredentials, parse_authorization
+from cryptography import x509
+
+from .basic_auth import BearerToken, Credentials, MalformedCredentials, parse_authorization
+from .client_certs import CertificateRejected, ClientCertAuthenticator
+from .config import AUTHENTICATORS
 from .credential_cache import CredentialCache
 from .htpasswd import Htpasswd
 from .identity import Identity, IdentityHeaderWriter
 from .lockout import Lockout
+from .oidc import OidcAuthenticator, TokenRejected, looks_like_jwt
 from .tokens import TokenFile, token_digest
+from .users import header_value_problem
 
 HeaderLines = tuple[tuple[bytes, bytes], ...]
 
@@ -26,7 +34,20 @@ class Outcome:
     reason: str = ""
     claimed_user: str | None = None
     retry_after: float = 0.0  # > 0: locked out (brute-force limits); answer 429
-    authenticator: str = ""  # "htpasswd" or "token" once logged in
+    authenticator: str = ""  # one of AUTHENTICATORS once logged in
+    detail: str = ""  # more than the reason, for the proxy's log only
+
+
+class Rejected(Exception):
+    """Why credentials of an authenticator's kind did not log anyone in.
+
+    The reason is a fixed phrase (it labels a metric); the detail, for the log only, may say more.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
 
 
 def with_users_yaml(identity: Identity, users: Mapping[str, Identity]) -> Identity:
@@ -39,68 +60,160 @@ def with_users_yaml(identity: Identity, users: Mapping[str, Identity]) -> Identi
     return Identity(identity.user, groups, identity.uid or listed.uid, extra)
 
 
+def checked(identity: Identity) -> Identity:
+    """An identity from a certificate or a token, made safe to send in headers.
+
+    Files are checked when they load; these values come with the request, so they are checked
+    here: a control character could inject a header. Empty groups are dropped, as the API
+    server's requestheader authenticator drops empty values.
+    """
+    values = [identity.user, identity.uid, *identity.groups]
+    values += [v for key, vs in identity.extra.items() for v in (key, *vs)]
+    for value in values:
+        problem = header_value_problem(value)
+        if problem:
+            raise Rejected(f"identity {problem}")
+    if not identity.user:
+        raise Rejected("empty user name")
+    return Identity(identity.user, tuple(g for g in identity.groups if g), identity.uid,
+                    identity.extra)  # fmt: skip
+
+
+Attempt = tuple[Identity, HeaderLines]
+Step = Callable[[Credentials | BearerToken | None, Sequence[x509.Certificate]],
+                Awaitable[Attempt | None]]  # fmt: skip
+
+
 class Login:
-    """Basic logins against htpasswd and static bearer tokens, whichever the request carries."""
+    """Tries each configured authenticator in order; the first that logs the request in wins."""
 
     def __init__(
         self,
-        htpasswd: Htpasswd | None,
-        tokens: TokenFile | None,
+        *,
         users: Mapping[str, Identity],
         writer: IdentityHeaderWriter,
         cache: CredentialCache,
         lockout: Lockout,
+        order: Sequence[str] = AUTHENTICATORS,
+        htpasswd: Htpasswd | None = None,
+        tokens: TokenFile | None = None,
+        client_certs: ClientCertAuthenticator | None = None,
+        oidc: OidcAuthenticator | None = None,
     ) -> None:
         self.htpasswd = htpasswd
+        self.client_certs = client_certs
         self.cache = cache
         self.lockout = lockout
-        # A user that logs in but is not in users.yaml gets its name and no groups.
+        self._users = users
+        self._writer = writer
+        # Users of the files get their header lines computed here, once.
         names = htpasswd.users() if htpasswd else []
         self.identities = {u: with_users_yaml(Identity(user=u), users) for u in names}
         self._lines = {u: writer.lines_for(i) for u, i in self.identities.items()}
-        self._tokens: dict[bytes, tuple[Identity, HeaderLines]] = {}
+        self._tokens: dict[bytes, Attempt] = {}
         for digest, identity in (tokens.identities() if tokens else {}).items():
             full = with_users_yaml(identity, users)
             self._tokens[digest] = (full, writer.lines_for(full))
+        self.oidc = oidc
+        available: dict[str, Step] = {}
+        if client_certs:
+            available["x509"] = self._certificate
+        if tokens:
+            available["token"] = self._token
+        if oidc:
+            available["oidc"] = self._oidc_token
+        if htpasswd:
+            available["htpasswd"] = self._basic
+        self._steps = [(name, available[name]) for name in order if name in available]
 
-    async def authenticate(self, authorization: Sequence[str], client: str) -> Outcome:
-        """Log in the credentials of a request from the client address."""
+    async def authenticate(
+        self,
+        authorization: Sequence[str],
+        client: str,
+        certificates: Sequence[x509.Certificate] = (),
+    ) -> Outcome:
+        """Log in a request from the client address: its Authorization values and the
+        certificate chain its TLS connection presented (leaf first)."""
         try:
             credentials = parse_authorization(authorization)
         except MalformedCredentials as e:
             return self._refuse(str(e), None, client)
+        claimed = credentials.username if isinstance(credentials, Credentials) else None
+        if credentials is not None:
+            wait = self.lockout.retry_after(claimed, client)
+            if wait > 0:
+                # Refused before any hash runs: a locked-out attack costs a dictionary lookup.
+                return Outcome(None, reason="locked out", claimed_user=claimed, retry_after=wait)
+        rejections: list[tuple[str, Rejected]] = []
+        for name, step in self._steps:
+            try:
+                attempt = await step(credentials, certificates)
+            except Rejected as e:
+                rejections.append((name, e))
+                continue
+            if attempt is not None:
+                identity, lines = attempt
+                self.lockout.succeeded(identity.user, client)
+                return Outcome(identity, lines, claimed_user=identity.user, authenticator=name)
+        if not rejections:
+            if credentials is None:
+                return Outcome(None, reason="no credentials")
+            kind = "Basic" if claimed is not None else "Bearer"
+            rejections.append(("", Rejected(f"{kind} credentials are not accepted here")))
+        if len(rejections) == 1:
+            reason = rejections[0][1].reason
+        else:
+            reason = "; ".join(f"{name}: {e.reason}" for name, e in rejections)
+        detail = "; ".join(e.detail for _, e in rejections if e.detail)
         if credentials is None:
-            # Not an attempt at a password: no hash runs, nothing to count.
-            return Outcome(None, reason="no credentials")
-        if isinstance(credentials, BearerToken):
-            return self._token(credentials, client)
-        if self.htpasswd is None:
-            return self._refuse("Basic login is not configured", None, client)
+            # Only a certificate that did not verify: nothing a guesser could try again.
+            return Outcome(None, reason=reason, detail=detail)
+        return self._refuse(reason, claimed, client, detail)
+
+    def _refuse(self, reason: str, user: str | None, client: str, detail: str = "") -> Outcome:
+        self.lockout.failed(user, client)
+        return Outcome(None, reason=reason, claimed_user=user, detail=detail)
+
+    def _dynamic(self, identity: Identity) -> Attempt:
+        full = with_users_yaml(checked(identity), self._users)
+        return full, self._writer.lines_for(full)
+
+    async def _certificate(
+        self, _credentials: object, certificates: Sequence[x509.Certificate]
+    ) -> Attempt | None:
+        if not certificates or self.client_certs is None:
+            return None
+        try:
+            return self._dynamic(self.client_certs.authenticate(certificates))
+        except CertificateRejected as e:
+            raise Rejected("certificate not accepted", str(e)) from None
+
+    async def _token(self, credentials: object, _certificates: object) -> Attempt | None:
+        if not isinstance(credentials, BearerToken):
+            return None
+        found = self._tokens.get(token_digest(credentials.token))
+        if found is None:
+            raise Rejected("unknown token")
+        return found
+
+    async def _oidc_token(self, credentials: object, _certificates: object) -> Attempt | None:
+        if not isinstance(credentials, BearerToken) or self.oidc is None:
+            return None
+        if not looks_like_jwt(credentials.token):
+            raise Rejected("not an ID token")
+        try:
+            identity = await self.oidc.authenticate(credentials.token)
+        except TokenRejected as e:
+            # Some reasons quote the token ("signing algorithm X"): the metric gets a fixed one.
+            raise Rejected("invalid ID token", e.reason) from None
+        return self._dynamic(identity)
+
+    async def _basic(self, credentials: object, _certificates: object) -> Attempt | None:
+        if not isinstance(credentials, Credentials) or self.htpasswd is None:
+            return None
         user, password = credentials.username, credentials.password
-        wait = self.lockout.retry_after(user, client)
-        if wait > 0:
-            # Refused before any hash runs: a locked-out attack costs a dictionary lookup.
-            return Outcome(None, reason="locked out", claimed_user=user, retry_after=wait)
         hashed = self.htpasswd.hash_of(user)
         verify = partial(self.htpasswd.verify, user, password)
         if not await self.cache.check(user, password, hashed, verify):
-            reason = "unknown user" if hashed is None else "wrong password"
-            return self._refuse(reason, user, client)
-        self.lockout.succeeded(user, client)
-        return Outcome(self.identities[user], self._lines[user], user, authenticator="htpasswd")
-
-    def _token(self, credentials: BearerToken, client: str) -> Outcome:
-        # Only the address can be locked: a wrong token names no user.
-        wait = self.lockout.retry_after(None, client)
-        if wait > 0:
-            return Outcome(None, reason="locked out", retry_after=wait)
-        found = self._tokens.get(token_digest(credentials.token))
-        if found is None:
-            return self._refuse("unknown token", None, client)
-        identity, lines = found
-        self.lockout.succeeded(identity.user, client)
-        return Outcome(identity, lines, identity.user, authenticator="token")
-
-    def _refuse(self, reason: str, user: str | None, client: str) -> Outcome:
-        self.lockout.failed(user, client)
-        return Outcome(None, reason=reason, claimed_user=user)
+            raise Rejected("unknown user" if hashed is None else "wrong password")
+        return self.identities[user], self._lines[user]

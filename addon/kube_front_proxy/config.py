@@ -14,7 +14,15 @@ from urllib.parse import urlsplit
 from .errors import ConfigError
 from .identity import HeaderNames, is_token
 from .lockout import LockoutPolicy
+from .oidc_config import OidcSettings, oidc_settings
 from .yamlfile import Section, read_mapping
+
+# The order kube-apiserver tries its own: certificates, token file, OIDC; Basic last.
+AUTHENTICATORS = ("x509", "token", "oidc", "htpasswd")
+# identity.mode: front-proxy headers over the proxy's client certificate, or Impersonate-*
+# headers with the proxy's service-account token.
+FRONT_PROXY = "front-proxy"
+IMPERSONATE = "impersonate"
 
 
 @dataclass(frozen=True)
@@ -58,12 +66,16 @@ class Upstream:
     servers: tuple[UpstreamServer, ...]
     ca: FileRef
     server_name: str
-    client_cert: FileRef
-    client_key: FileRef
+    # front-proxy mode presents the client certificate; impersonate mode sends the token.
+    client_cert: FileRef | None
+    client_key: FileRef | None
+    token_file: FileRef | None
     balance: str
     health_check: HealthCheck
     eject_seconds: int
     retries: int
+    # Seconds to wait for response headers (0: no limit); watches etc. are exempt after them.
+    response_timeout: int = 60
 
 
 @dataclass(frozen=True)
@@ -88,9 +100,14 @@ class Settings:
     serving_key: FileRef
     upstream: Upstream
     header_names: HeaderNames
+    identity_mode: str
+    allow_client_impersonation: bool
     htpasswd: FileRef | None
     tokens: FileRef | None
     token_hashes: bool
+    client_ca: FileRef | None
+    oidc: OidcSettings | None
+    authn_order: tuple[str, ...]
     users: FileRef | None
     realm: str
     cache_ttl: float
@@ -104,6 +121,8 @@ class Settings:
     idle_timeout: int
     max_connections: int
     max_connections_per_client: int
+    max_request_head_bytes: int = 64 * 1024
+    max_request_body_bytes: int = 3 * 1024 * 1024
 
 
 def load_settings(path: Path) -> Settings:
@@ -127,14 +146,26 @@ def load_settings(path: Path) -> Settings:
     serving.finish()
 
     upstream = _upstream(root.section("upstream", required=True))
-    header_names = _header_names(root.section("identity"))
+    identity = root.section("identity")
+    identity_mode = identity.string("mode", FRONT_PROXY)
+    if identity_mode not in (FRONT_PROXY, IMPERSONATE):
+        raise identity.error("mode", f"must be {FRONT_PROXY} or {IMPERSONATE}, "
+                             f"not {identity_mode!r}")  # fmt: skip
+    allow_client_impersonation = identity.boolean("allow_client_impersonation", False)
+    if allow_client_impersonation and identity_mode == IMPERSONATE:
+        # The API server takes one impersonation per request, and the proxy's is it.
+        raise identity.error("allow_client_impersonation", f"cannot be true in mode {IMPERSONATE}")
+    header_names = _header_names(identity)
+    _check_upstream_credentials(root.section("upstream"), upstream, identity_mode)
 
     authn = root.section("authn", required=True)
     htpasswd = _optional_file(authn, "htpasswd")
     tokens = _optional_file(authn, "tokens")
     token_hashes = authn.boolean("token_hashes", False)
-    if htpasswd is None and tokens is None:
-        raise authn.error("htpasswd", "missing: set authn.htpasswd, authn.tokens or both")
+    client_ca = _optional_file(authn, "client_ca")
+    oidc = oidc_settings(authn.section("oidc")) if authn.has("oidc") else None
+    configured = {"x509": client_ca, "token": tokens, "oidc": oidc, "htpasswd": htpasswd}
+    order = _authn_order(authn, [name for name, ref in configured.items() if ref])
     users = _optional_file(authn, "users")
     realm = authn.string("realm", "kubernetes")
     if not realm or any(c in realm for c in '"\\') or not realm.isprintable():
@@ -186,6 +217,8 @@ def load_settings(path: Path) -> Settings:
             raise connections.error(key, "must be at least 1")
     connections.finish()
 
+    max_request_head_bytes, max_request_body_bytes = _limits(root.section("limits"))
+
     root.finish()
     return Settings(
         file=path,
@@ -197,9 +230,14 @@ def load_settings(path: Path) -> Settings:
         serving_key=serving_key,
         upstream=upstream,
         header_names=header_names,
+        identity_mode=identity_mode,
+        allow_client_impersonation=allow_client_impersonation,
         htpasswd=htpasswd,
         tokens=tokens,
         token_hashes=token_hashes,
+        client_ca=client_ca,
+        oidc=oidc,
+        authn_order=order,
         users=users,
         realm=realm,
         cache_ttl=cache_ttl,
@@ -213,7 +251,56 @@ def load_settings(path: Path) -> Settings:
         idle_timeout=idle_timeout,
         max_connections=max_connections,
         max_connections_per_client=max_connections_per_client,
+        max_request_head_bytes=max_request_head_bytes,
+        max_request_body_bytes=max_request_body_bytes,
     )
+
+
+def _response_timeout(section: Section) -> int:
+    # kube-apiserver's own --request-timeout is 60 s: a slower answer is its own 504 anyway.
+    seconds = section.integer("response_timeout_seconds", 60)
+    if seconds < 0:
+        raise section.error("response_timeout_seconds", "must be 0 (no limit) or more")
+    return seconds
+
+
+def _limits(section: Section) -> tuple[int, int]:
+    """Request head and body limits, in bytes.
+
+    The body default is kube-apiserver's MaxRequestBodyBytes (3 MiB, k8s.io/apiserver/pkg/server/
+    config.go): the proxy refuses nothing the API server would take. The head default is twice
+    nginx's (4 x 8 KiB buffers) and what HTTP/2 allows here anyway (hpack: 64 KiB).
+    """
+    head_kb = section.integer("max_request_header_kb", 64)
+    body_mb = section.integer("max_request_body_mb", 3)
+    if head_kb < 1:
+        raise section.error("max_request_header_kb", "must be at least 1")
+    if body_mb < 1:
+        raise section.error("max_request_body_mb", "must be at least 1")
+    section.finish()
+    return head_kb * 1024, body_mb * 1024 * 1024
+
+
+def _authn_order(section: Section, configured: list[str]) -> tuple[str, ...]:
+    if not configured:
+        raise section.error(
+            "htpasswd", "missing: configure at least one of htpasswd, tokens, client_ca, oidc"
+        )
+    if not section.has("order"):
+        return tuple(name for name in AUTHENTICATORS if name in configured)
+    order = section.string_list("order")
+    for i, name in enumerate(order):
+        if name not in AUTHENTICATORS:
+            raise section.error(f"order[{i}]", f"unknown authenticator {name!r}; "
+                                f"known: {', '.join(AUTHENTICATORS)}")  # fmt: skip
+        if name not in configured:
+            raise section.error(f"order[{i}]", f"{name} is listed but not configured")
+        if name in order[:i]:
+            raise section.error(f"order[{i}]", f"{name} is listed twice")
+    missing = [name for name in configured if name not in order]
+    if missing:
+        raise section.error("order", f"configured but not listed: {', '.join(missing)}")
+    return order
 
 
 def _audit(section: Section) -> AuditSettings:
@@ -300,15 +387,36 @@ def _upstream(section: Section) -> Upstream:
         servers=servers,
         ca=_file(section, "ca"),
         server_name=server_name,
-        client_cert=_file(section, "client_cert"),
-        client_key=_file(section, "client_key"),
+        client_cert=_optional_file(section, "client_cert"),
+        client_key=_optional_file(section, "client_key"),
+        token_file=_optional_file(section, "token_file"),
         balance=balance,
         health_check=_health_check(section.section("health_check")),
         eject_seconds=eject_seconds,
         retries=retries,
+        response_timeout=_response_timeout(section),
     )
     section.finish()
     return upstream
+
+
+def _check_upstream_credentials(section: Section, upstream: Upstream, mode: str) -> None:
+    """Exactly the credential of the identity mode: with both, the API server would take the
+    certificate's identity (x509 comes before tokens) and the impersonation would be its."""
+    certificate = (("client_cert", upstream.client_cert), ("client_key", upstream.client_key))
+    if mode == FRONT_PROXY:
+        for key, ref in certificate:
+            if ref is None:
+                raise section.error(key, "missing: the front-proxy client certificate is required")
+        if upstream.token_file:
+            raise section.error("token_file", f"only used with identity.mode {IMPERSONATE}")
+    else:
+        if upstream.token_file is None:
+            raise section.error("token_file", f"missing: identity.mode {IMPERSONATE} needs "
+                                "the proxy's service-account token")  # fmt: skip
+        for key, ref in certificate:
+            if ref:
+                raise section.error(key, f"not used with identity.mode {IMPERSONATE}: remove it")
 
 
 def _upstream_server(section: Section, key: str, url: str) -> UpstreamServer:

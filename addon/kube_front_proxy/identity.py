@@ -38,6 +38,22 @@ class HeaderNames:
     uid: tuple[str, ...] = ("X-Remote-Uid",)
 
 
+# k8s.io/api/authentication/v1 types.go: the headers of impersonation (identity.mode impersonate),
+# read by k8s.io/apiserver pkg/endpoints/filters/impersonation.go.
+IMPERSONATION = HeaderNames(
+    username=("Impersonate-User",),
+    group=("Impersonate-Group",),
+    extra_prefixes=("Impersonate-Extra-",),
+    uid=("Impersonate-Uid",),
+)
+_IMPERSONATE_PREFIX = b"impersonate-"
+
+
+def asks_to_impersonate(fields: tuple[tuple[bytes, bytes], ...]) -> bool:
+    """Whether a request carries any Impersonate-* header (kubectl --as, --as-group, ...)."""
+    return any(name.lower().startswith(_IMPERSONATE_PREFIX) for name, _ in fields)
+
+
 def is_token(name: str) -> bool:
     """Whether name is a valid HTTP header name (an RFC 7230 token)."""
     raw = name.encode("utf-8", "surrogateescape")
@@ -63,8 +79,10 @@ def escape_extra_key(key: str) -> str:
 class IdentityHeaderWriter:
     """Strips client-sent identity headers and writes the proxy's; names are fixed at load."""
 
-    def __init__(self, names: HeaderNames) -> None:
+    def __init__(self, names: HeaderNames, credential: tuple[bytes, bytes] | None = None) -> None:
         self.names = names
+        # The proxy's own credential line (impersonation mode's Authorization), sent with each.
+        self._credential = (credential,) if credential else ()
         # Lower-cased bytes once here, so the per-request check is a set lookup and a prefix test.
         exact = names.username + names.group + names.uid + ("Authorization",)
         self._strip_exact = frozenset(n.lower().encode() for n in exact)
@@ -86,7 +104,7 @@ class IdentityHeaderWriter:
             for key, values in identity.extra.items():
                 name = names.extra_prefixes[0] + escape_extra_key(key)
                 lines.extend((name, v) for v in values)
-        return tuple((n.encode(), v.encode()) for n, v in lines)
+        return tuple((n.encode(), v.encode()) for n, v in lines) + self._credential
 
     def apply(self, headers: Headers, lines: tuple[tuple[bytes, bytes], ...]) -> None:
         """Replace every identity header and Authorization in headers with lines."""

@@ -72,7 +72,7 @@ class OidcAuthenticator:
 
     def __init__(self, settings: OidcSettings) -> None:
         """Raises ConfigError (naming authn.oidc.ca or .jwks_file) if those files are unusable."""
-        self._settings = settings
+        self.settings = settings
         self._keys: KeySource
         if settings.jwks_file is not None:
             try:
@@ -100,13 +100,13 @@ class OidcAuthenticator:
         return self._identity(claims)
 
     def _check_issuer_audience_time(self, claims: Mapping[str, Any]) -> None:
-        if claims.get("iss") != self._settings.issuer_url:
+        if claims.get("iss") != self.settings.issuer_url:
             raise TokenRejected("unknown issuer")
         aud = claims.get("aud")
         audiences = [] if aud is None else [aud] if isinstance(aud, str) else aud
         if not isinstance(audiences, list) or not all(isinstance(a, str) for a in audiences):
             raise TokenRejected("malformed token")
-        if not set(audiences) & set(self._settings.audiences):
+        if not set(audiences) & set(self.settings.audiences):
             raise TokenRejected("wrong audience")
         now = time.time()
         exp, nbf = _number_claim(claims, "exp"), _number_claim(claims, "nbf")
@@ -131,7 +131,7 @@ class OidcAuthenticator:
         raise TokenRejected("bad signature")
 
     def _identity(self, claims: Mapping[str, Any]) -> Identity:
-        s = self._settings
+        s = self.settings
         name = claims.get(s.username_claim)
         if not isinstance(name, str):
             raise TokenRejected(f"username claim {s.username_claim} missing or not a string")

@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import service_account
 from .authentication import Login
-from .config import Settings, load_settings
+from .client_certs import ClientCertAuthenticator
+from .config import FileRef, Settings, load_settings
 from .credential_cache import CredentialCache
 from .htpasswd import Htpasswd
-from .identity import IdentityHeaderWriter
+from .identity import IMPERSONATION, IdentityHeaderWriter
 from .lockout import Lockout
+from .oidc import OidcAuthenticator
 from .readyz import readyz_probe
 from .routing import Router, build_router
 from .tls import ServingTLS, UpstreamTLS, read_certificates, read_key_pair
@@ -30,6 +33,8 @@ class Runtime:
     router: Router
     hider: UpstreamHider
     health_probe: Probe | None
+    # identity.mode impersonate: the proxy's service-account token (never put in a flow)
+    upstream_token: bytes | None = None
 
     @property
     def mode(self) -> str:
@@ -44,8 +49,9 @@ class Runtime:
     def watched_files(self) -> list[Path]:
         """The files whose change means a reload: config.yaml and every file it names."""
         s = self.settings
-        refs = [s.htpasswd, s.tokens, s.users, s.serving_cert, s.serving_key, s.upstream.ca,
-                s.upstream.client_cert, s.upstream.client_key]  # fmt: skip
+        refs = [s.htpasswd, s.tokens, s.users, s.client_ca, s.serving_cert, s.serving_key,
+                s.upstream.ca, s.upstream.client_cert, s.upstream.client_key,
+                s.upstream.token_file]  # fmt: skip
         return [s.file, *(ref.path for ref in refs if ref is not None)]
 
     @property
@@ -77,6 +83,11 @@ class Runtime:
             # Bodies of known length above this are passed on as they arrive too, so a 200 MB
             # list does not sit in the proxy's memory (streaming.must_stream covers the rest).
             "stream_large_bodies": "1m",
+            # Refuse requests framed ambiguously (both Content-Length and chunked, invalid
+            # header names or values): they are how requests are smuggled past a proxy.
+            "validate_inbound_headers": True,
+            # request_limits bounds request bodies; this would also cut long responses.
+            "body_size_limit": None,
         }
 
 
@@ -88,29 +99,59 @@ def build_runtime(config_file: Path, previous: Runtime | None = None) -> Runtime
     a changed password voids it anyway.
     """
     settings = load_settings(config_file)
-    writer = IdentityHeaderWriter(settings.header_names)
+    up = settings.upstream
+    token = _read_token(up.token_file) if up.token_file else None
+    if token:
+        writer = IdentityHeaderWriter(IMPERSONATION, service_account.CREDENTIAL_LINE)
+    else:
+        writer = IdentityHeaderWriter(settings.header_names)
     users = load_users(settings.users, settings.header_names)
     old = previous.login if previous else None
     cache = CredentialCache(settings.cache_ttl, settings.cache_max_entries)
     if old and (old.cache.ttl, old.cache.max_entries) == (cache.ttl, cache.max_entries):
         cache = old.cache
     lockout = old.lockout if old and old.lockout.policy == settings.lockout else None
+    client_cas = read_certificates(settings.client_ca) if settings.client_ca else ()
     login = Login(
-        Htpasswd(settings.htpasswd) if settings.htpasswd else None,
-        TokenFile(settings.tokens, settings.token_hashes, bool(settings.header_names.group))
+        users=users,
+        writer=writer,
+        cache=cache,
+        lockout=lockout or Lockout(settings.lockout),
+        order=settings.authn_order,
+        htpasswd=Htpasswd(settings.htpasswd) if settings.htpasswd else None,
+        tokens=TokenFile(settings.tokens, settings.token_hashes, bool(settings.header_names.group))
         if settings.tokens
         else None,
-        users,
-        writer,
-        cache,
-        lockout or Lockout(settings.lockout),
+        client_certs=ClientCertAuthenticator(client_cas) if client_cas else None,
+        oidc=_oidc(settings, old),
     )
-    serving = ServingTLS(read_key_pair(settings.serving_cert, settings.serving_key))
-    up = settings.upstream
-    upstream = UpstreamTLS(
-        up, read_certificates(up.ca), read_key_pair(up.client_cert, up.client_key)
-    )
+    serving = ServingTLS(read_key_pair(settings.serving_cert, settings.serving_key), client_cas)
+    pair = None
+    if up.client_cert and up.client_key:
+        pair = read_key_pair(up.client_cert, up.client_key)
+    upstream = UpstreamTLS(up, read_certificates(up.ca), pair)
     router = build_router(up, previous.router if previous else None)
     hider = UpstreamHider([s.address for s in router.pool.servers])
-    probe = readyz_probe(upstream, up.health_check, writer) if up.health_check.interval else None
-    return Runtime(settings, login, writer, serving, upstream, router, hider, probe)
+    probe = (
+        readyz_probe(upstream, up.health_check, writer, token) if up.health_check.interval else None
+    )
+    return Runtime(settings, login, writer, serving, upstream, router, hider, probe, token)
+
+
+def _oidc(settings: Settings, old: Login | None) -> OidcAuthenticator | None:
+    if settings.oidc is None:
+        return None
+    if old and old.oidc and old.oidc.settings == settings.oidc:
+        return old.oidc  # keeps the issuer's keys: no fetch because another file changed
+    return OidcAuthenticator(settings.oidc)
+
+
+def _read_token(ref: FileRef) -> bytes:
+    try:
+        data = ref.path.read_bytes()
+    except OSError as e:
+        raise ref.error(f"cannot read: {e.strerror or e}") from None
+    token = service_account.read_token(data)
+    if token is None:
+        raise ref.error("not a token: empty, or characters a header cannot carry")
+    return token

@@ -86,16 +86,28 @@ def _use_key_pair(context: SSL.Context, pair: KeyPair) -> None:
 
 
 class ServingTLS:
-    """The certificate the proxy shows to users (nginx: ssl_certificate)."""
+    """The certificate the proxy shows to users (nginx: ssl_certificate), and the request for a
+    client certificate when users may log in with one (nginx: ssl_verify_client optional_no_ca).
+    """
 
-    def __init__(self, pair: KeyPair) -> None:
+    def __init__(self, pair: KeyPair, client_cas: Sequence[x509.Certificate] = ()) -> None:
         self.pair = pair
+        self.client_cas = tuple(client_cas)
         self._contexts = {http2: self._context(http2) for http2 in (True, False)}
 
     def _context(self, http2: bool) -> SSL.Context:
         context = SSL.Context(SSL.TLS_SERVER_METHOD)
         context.set_min_proto_version(SSL.TLS1_2_VERSION)
         _use_key_pair(context, self.pair)
+        if self.client_cas:
+            # Ask for a certificate but accept any: client_certs.py verifies it per request, so
+            # a bad one gets a 401 (as from kube-apiserver) and no certificate is fine. The CA
+            # names tell clients such as kubectl which of their certificates to send.
+            context.set_verify(SSL.VERIFY_PEER, lambda *_: True)
+            # Without a session id context OpenSSL fails the resumption of such sessions.
+            context.set_session_id(b"kube-front-proxy")
+            context.set_client_ca_list([crypto.X509.from_cryptography(c).get_subject()
+                                        for c in self.client_cas])  # fmt: skip
         preferred = [b"h2", b"http/1.1"] if http2 else [b"http/1.1"]
 
         def select(_conn: SSL.Connection, offered: list[bytes]) -> _AlpnChoice:
@@ -113,7 +125,9 @@ class ServingTLS:
 class UpstreamTLS:
     """Mutual TLS to the API server, always verified (proxy_ssl_verify on, proxy_ssl_name)."""
 
-    def __init__(self, upstream: Upstream, trusted: Sequence[x509.Certificate], pair: KeyPair):
+    def __init__(
+        self, upstream: Upstream, trusted: Sequence[x509.Certificate], pair: KeyPair | None
+    ) -> None:
         self.server_name = upstream.server_name
         self.pair = pair
         context = SSL.Context(SSL.TLS_CLIENT_METHOD)
@@ -123,7 +137,8 @@ class UpstreamTLS:
         assert store is not None
         for cert in trusted:
             store.add_cert(crypto.X509.from_cryptography(cert))
-        _use_key_pair(context, pair)
+        if pair:  # none in impersonation mode: the proxy's token says who it is
+            _use_key_pair(context, pair)
         self._context = context
 
     def connection(self, alpn_offers: Sequence[bytes]) -> SSL.Connection:

@@ -1,0 +1,230 @@
+"""Logging in with a client certificate (client_certs.py), alone and in the authenticator order."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
+
+from devpki import CertKey, issue, make_ca
+from kube_front_proxy.authentication import Login
+from kube_front_proxy.client_certs import CertificateRejected, ClientCertAuthenticator
+from kube_front_proxy.credential_cache import CredentialCache
+from kube_front_proxy.htpasswd import Htpasswd
+from kube_front_proxy.identity import HeaderNames, IdentityHeaderWriter
+from kube_front_proxy.lockout import Lockout, LockoutPolicy
+
+from .e2e import ALICE_PASSWORD, Emulator, basic_header, start_proxy_for, write_users
+from .support import KUBECTL, write_yaml
+from .test_htpasswd import ref as htpasswd_ref
+
+UTC = datetime.UTC
+USERS_CA = make_ca("kube-front-proxy users")
+OTHER_CA = make_ca("someone else")
+
+
+def years_ago(n: int) -> datetime.datetime:
+    return datetime.datetime.now(UTC) - datetime.timedelta(days=365 * n)
+
+
+CERTS = {
+    "good": issue(USERS_CA, "carol", organizations=["devs", "ops"]),
+    "no-eku": issue(USERS_CA, "dave", usages=()),
+    "server-only": issue(USERS_CA, "mallory", usages=("server",)),
+    "other-ca": issue(OTHER_CA, "mallory"),
+    "expired": issue(USERS_CA, "mallory", not_before=years_ago(3), not_after=years_ago(2)),
+    "not-yet": issue(
+        USERS_CA, "mallory", not_before=datetime.datetime.now(UTC) + datetime.timedelta(days=2)
+    ),
+    "ca-as-leaf": issue(USERS_CA, "mallory", is_ca=True),
+    "empty-cn": issue(USERS_CA, "to be replaced"),
+    "injection": issue(USERS_CA, "eve\r\nX-Remote-Group: system:masters"),
+}
+
+
+def without_common_name(pair: CertKey) -> CertKey:
+    """The same certificate with only an Organization in its subject (devpki always sets a CN)."""
+    cert = pair.cert
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "devs")]))
+        .issuer_name(cert.issuer)
+        .public_key(pair.key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(cert.not_valid_before_utc)
+        .not_valid_after(cert.not_valid_after_utc)
+    )
+    for extension in cert.extensions:
+        builder = builder.add_extension(extension.value, extension.critical)
+    return CertKey(builder.sign(USERS_CA.key, hashes.SHA256()), pair.key)
+
+
+CERTS["empty-cn"] = without_common_name(CERTS["empty-cn"])
+
+
+def test_the_common_name_is_the_user_and_organizations_are_groups() -> None:
+    identity = ClientCertAuthenticator([USERS_CA.cert]).authenticate([CERTS["good"].cert])
+    assert (identity.user, identity.groups) == ("carol", ("devs", "ops"))
+
+
+def test_a_certificate_without_extended_key_usage_is_valid_for_clients() -> None:
+    # Go's x509.Verify (and so kube-apiserver) treats a missing EKU as any usage.
+    identity = ClientCertAuthenticator([USERS_CA.cert]).authenticate([CERTS["no-eku"].cert])
+    assert identity.user == "dave"
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("server-only", "not valid for client authentication"),
+        ("other-ca", "candidates exhausted"),
+        ("expired", "not valid at validation time"),
+        ("not-yet", "not valid at validation time"),
+        ("ca-as-leaf", "basicConstraints.cA must not be asserted"),
+        ("empty-cn", "common name of the client certificate is empty"),
+    ],
+)
+def test_refused_certificates(name: str, message: str) -> None:
+    with pytest.raises(CertificateRejected, match=message):
+        ClientCertAuthenticator([USERS_CA.cert]).authenticate([CERTS[name].cert])
+
+
+def test_a_verified_chain_is_remembered_until_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    authenticator = ClientCertAuthenticator([USERS_CA.cert])
+    calls = []
+    verify = authenticator._verify
+    monkeypatch.setattr(authenticator, "_verify", lambda *a: calls.append(1) or verify(*a))
+    for _ in range(3):
+        authenticator.authenticate([CERTS["good"].cert])
+    assert len(calls) == 1
+    with pytest.raises(CertificateRejected):
+        authenticator.authenticate([CERTS["other-ca"].cert])
+    with pytest.raises(CertificateRejected):
+        authenticator.authenticate([CERTS["other-ca"].cert])
+    assert len(calls) == 3  # failures are never remembered
+
+
+def login(tmp_path: Path, order: tuple[str, ...]) -> Login:
+    write_users(tmp_path)
+    return Login(
+        users={},
+        writer=IdentityHeaderWriter(HeaderNames()),
+        cache=CredentialCache(300, 100),
+        lockout=Lockout(LockoutPolicy(user_failures=2, client_failures=2)),
+        order=order,
+        htpasswd=Htpasswd(htpasswd_ref(tmp_path / "htpasswd")),
+        client_certs=ClientCertAuthenticator([USERS_CA.cert]),
+    )
+
+
+def chain(name: str) -> list[x509.Certificate]:
+    return [CERTS[name].cert]
+
+
+async def test_the_first_authenticator_in_the_order_wins(tmp_path: Path) -> None:
+    basic = [basic_header("alice", ALICE_PASSWORD)[1]]
+    first = await login(tmp_path, ("x509", "htpasswd")).authenticate(basic, "10.0.0.1",
+                                                                    chain("good"))  # fmt: skip
+    assert (first.authenticator, first.identity and first.identity.user) == ("x509", "carol")
+    assert first.lines == ((b"X-Remote-User", b"carol"), (b"X-Remote-Group", b"devs"),
+                           (b"X-Remote-Group", b"ops"))  # fmt: skip
+    second = await login(tmp_path, ("htpasswd", "x509")).authenticate(basic, "10.0.0.1",
+                                                                     chain("good"))  # fmt: skip
+    assert (second.authenticator, second.identity and second.identity.user) == (
+        "htpasswd", "alice")  # fmt: skip
+
+
+async def test_a_bad_certificate_falls_through_to_the_password(tmp_path: Path) -> None:
+    basic = [basic_header("alice", ALICE_PASSWORD)[1]]
+    outcome = await login(tmp_path, ("x509", "htpasswd")).authenticate(
+        basic, "10.0.0.1", chain("expired"))  # fmt: skip
+    assert outcome.authenticator == "htpasswd"
+
+
+async def test_a_bad_certificate_alone_is_refused_but_never_locks_out(tmp_path: Path) -> None:
+    proxy_login = login(tmp_path, ("x509", "htpasswd"))
+    for _ in range(5):
+        outcome = await proxy_login.authenticate([], "10.0.0.1", chain("other-ca"))
+        assert outcome.identity is None and outcome.retry_after == 0
+        assert outcome.reason == "certificate not accepted"
+        assert "candidates exhausted" in outcome.detail
+    good = await proxy_login.authenticate([], "10.0.0.1", chain("good"))
+    assert good.identity is not None
+
+
+async def test_a_common_name_cannot_inject_headers(tmp_path: Path) -> None:
+    outcome = await login(tmp_path, ("x509",)).authenticate([], "10.0.0.1", chain("injection"))
+    assert outcome.identity is None and outcome.lines == ()
+    assert outcome.reason == "identity contains a control character (CR, LF, NUL, ...)"
+
+
+async def test_both_reasons_are_given_when_both_fail(tmp_path: Path) -> None:
+    basic = [basic_header("alice", "wrong")[1]]
+    outcome = await login(tmp_path, ("x509", "htpasswd")).authenticate(
+        basic, "10.0.0.1", chain("server-only"))  # fmt: skip
+    assert outcome.reason == "x509: certificate not accepted; htpasswd: wrong password"
+    assert outcome.claimed_user == "alice"
+
+
+def cert_kubeconfig(directory: Path, port: int, pki: Path, pair: CertKey, name: str) -> Path:
+    pair.write(directory, name)
+    return write_yaml(directory / f"kubeconfig-{name}", {
+        "apiVersion": "v1", "kind": "Config", "current-context": "proxy",
+        "clusters": [{"name": "proxy", "cluster": {
+            "server": f"https://127.0.0.1:{port}",
+            "certificate-authority": str(pki / "proxy-ca.crt")}}],
+        "users": [{"name": "u", "user": {
+            "client-certificate": str(directory / f"{name}.crt"),
+            "client-key": str(directory / f"{name}.key")}}],
+        "contexts": [{"name": "proxy", "context": {"cluster": "proxy", "user": "u"}}],
+    })  # fmt: skip
+
+
+def test_client_certificates_end_to_end_with_kubectl(
+    pki: Path, emulator: Emulator, tmp_path: Path
+) -> None:
+    USERS_CA.write(tmp_path, "users-ca")
+    write_yaml(tmp_path / "cert-users.yaml", {"users": {"carol": {"groups": ["extra-group"]}}})
+    before = len(emulator.requests())
+    proxy = start_proxy_for(
+        pki, tmp_path, emulator.port,
+        authn={"client_ca": "users-ca.crt", "users": "cert-users.yaml"},
+    )  # fmt: skip
+    try:
+        good = cert_kubeconfig(tmp_path, proxy.port, pki, CERTS["good"], "carol")
+        result = subprocess.run([KUBECTL, "--kubeconfig", str(good), "auth", "whoami", "-o",
+                                 "json"], capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        info = json.loads(result.stdout)["status"]["userInfo"]
+        assert info == {
+            "username": "carol",
+            "groups": ["devs", "ops", "extra-group", "system:authenticated"],
+        }
+        for name in ("expired", "other-ca", "server-only"):
+            bad = cert_kubeconfig(tmp_path, proxy.port, pki, CERTS[name], name)
+            result = subprocess.run([KUBECTL, "--kubeconfig", str(bad), "get", "pods"],
+                                    capture_output=True, text=True, timeout=60)  # fmt: skip
+            assert result.returncode == 1, name
+            assert "You must be logged in to the server" in result.stderr, name
+        # Basic users still log in on the same port; kubectl sends no certificate then.
+        assert proxy.whoami()["username"] == "alice"
+    finally:
+        proxy.process.stop()
+    seen = [r for r in emulator.requests()[before:] if r["path"].startswith("/apis/auth")]
+    assert [r["authentication"]["user"]["username"] for r in seen] == ["carol", "alice"]
+    carol = [[n, v] for n, v in seen[0]["headers"] if n.lower().startswith("x-remote-")]
+    assert carol == [["X-Remote-User", "carol"], ["X-Remote-Group", "devs"],
+                     ["X-Remote-Group", "ops"], ["X-Remote-Group", "extra-group"]]  # fmt: skip
+    log = proxy.process.output()
+    for detail in ("not valid at validation time", "candidates exhausted",
+                   "not valid for client authentication"):  # fmt: skip
+        assert re.search(
+            f"certificate not accepted \\(user None\\) \\(validation failed: .*{detail}", log
+        )

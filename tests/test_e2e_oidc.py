@@ -1,0 +1,83 @@
+"""OIDC ID tokens through the proxy with kubectl (kubeconfig `token:`), alongside static tokens
+and Basic users, against a real local issuer over HTTPS (tests/oidc_issuer.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .e2e import Emulator, start_proxy_for
+from .oidc_issuer import AUDIENCE, OidcIssuer, serving
+from .support import KUBECTL, write_yaml
+from .test_tokens import CSV, TOKEN, token_kubeconfig
+
+
+@pytest.fixture
+def issuer(tmp_path: Path) -> Iterator[OidcIssuer]:
+    with serving(tmp_path / "issuer") as running:
+        yield running
+
+
+def kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([KUBECTL, "--kubeconfig", str(kubeconfig), *args],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+
+
+def test_id_tokens_end_to_end_with_kubectl(
+    pki: Path, emulator: Emulator, issuer: OidcIssuer, tmp_path: Path
+) -> None:
+    (tmp_path / "tokens.csv").write_text(CSV)
+    write_yaml(tmp_path / "oidc-users.yaml", {"users": {"oidc:alice": {"groups": ["on-call"]}}})
+    flows = tmp_path / "flows.mitm"
+    before = len(emulator.requests())
+    proxy = start_proxy_for(
+        pki, tmp_path, emulator.port, "-w", str(flows),
+        authn={
+            "tokens": "tokens.csv", "users": "oidc-users.yaml",
+            "oidc": {"issuer_url": issuer.issuer_url, "audiences": [AUDIENCE],
+                     "ca": str(issuer.ca_file), "username_prefix": "oidc:",
+                     "groups_claim": "groups", "groups_prefix": "oidc:",
+                     "signing_algs": ["RS256", "ES256"]},
+        },
+    )  # fmt: skip
+    good = issuer.token(issuer.claims(groups=["devs", "ops"]), signer="ec-1")
+    now = int(time.time())
+    bad = {
+        "expired": (issuer.token(issuer.claims(exp=now - 120)), "token expired"),
+        "audience": (issuer.token(issuer.claims(aud="someone-else")), "wrong audience"),
+        "alg none": (issuer.unsigned_token(), "signing algorithm none not allowed"),
+        "hs256": (issuer.hs256_with_public_key(), "signing algorithm HS256 not allowed"),
+    }
+    try:
+        result = kubectl(token_kubeconfig(tmp_path / "good", proxy.port, pki, good),
+                         "auth", "whoami", "-o", "json")  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        info = json.loads(result.stdout)["status"]["userInfo"]
+        assert info == {"username": "oidc:alice", "groups": [
+            "oidc:devs", "oidc:ops", "on-call", "system:authenticated"]}  # fmt: skip
+        # The token file still answers for its tokens, before OIDC is asked.
+        result = kubectl(token_kubeconfig(tmp_path / "static", proxy.port, pki, TOKEN),
+                         "auth", "whoami", "-o", "json")  # fmt: skip
+        assert json.loads(result.stdout)["status"]["userInfo"]["username"] == "ci-bot"
+        for name, (token, _) in bad.items():
+            result = kubectl(token_kubeconfig(tmp_path / name.replace(" ", "-"), proxy.port,
+                                              pki, token), "get", "pods")  # fmt: skip
+            assert result.returncode == 1, name
+            assert "You must be logged in to the server" in result.stderr, name
+    finally:
+        proxy.process.stop()
+    log = proxy.process.output()
+    for name, (token, reason) in bad.items():
+        assert f"login refused from 127.0.0.1: token: unknown token; oidc: invalid ID token " \
+               f"(user None) ({reason})" in log, name  # fmt: skip
+        assert token not in log
+    assert good not in log and good.encode() not in flows.read_bytes()
+    assert issuer.jwks_fetches == 1
+    ssr = [r for r in emulator.requests()[before:] if r["path"].startswith("/apis/auth")]
+    assert ssr[0]["authentication"]["user"]["username"] == "oidc:alice"
+    assert not any(n.lower() == "authorization" for r in ssr for n, _ in r["headers"])
