@@ -64,6 +64,7 @@ def test_two_processes_share_the_port_and_one_survives_the_other(
         statuses = [second.raw("GET", "/version", ALICE)[0] for _ in range(10)]
         assert statuses == [200] * 10
         assert wait_served([second.process], emulator, "/version", 10) == [10]
+        assert second.whoami()["username"] == "alice"  # real kubectl, HTTP/2
     finally:
         first.process.stop()
         second.process.stop()
