@@ -3,21 +3,45 @@
 Not labelled by user unless metrics.per_user is set: one series per user and verb and code
 can grow without bound on a large cluster. A registry of our own, not the global one, so that
 mitmproxy reloading the script does not register the same metrics twice.
+
+The same listener answers GET /healthz, for liveness and readiness probes. It is served from
+its own thread, so answering proves little by itself: the proxy's event loop stamps a heartbeat
+every second, and /healthz is a 503 once that heartbeat is older than `stall_seconds` (a loop
+stuck in a blocking call or a busy loop serves nobody, while its sockets still accept).
 """
 
 from __future__ import annotations
 
-from wsgiref.simple_server import WSGIServer
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 # Requests through a proxy take ~1-10 ms; watches and exec sessions take minutes.
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 300)
 
 
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # probes every few seconds would flood the proxy's output
+
+
 class Metrics:
-    def __init__(self, per_user: bool) -> None:
+    def __init__(self, per_user: bool, stall_seconds: float = 10.0) -> None:
         self.per_user = per_user
+        self.stall_seconds = stall_seconds
+        self._beat = time.monotonic()
+        self._heartbeat: asyncio.TimerHandle | None = None
         self.registry = CollectorRegistry()
         labels = ["verb", "code", "authenticator"] + (["user"] if per_user else [])
         self.requests = Counter(
@@ -57,6 +81,7 @@ class Metrics:
             registry=self.registry,
         )
         self._server: WSGIServer | None = None
+        self._metrics_app = make_wsgi_app(self.registry)
 
     def request_done(
         self,
@@ -75,9 +100,35 @@ class Metrics:
             self.upstream_duration.observe(upstream_seconds)
 
     def serve(self, host: str, port: int) -> None:
-        self._server, _ = start_http_server(port, host, registry=self.registry)
+        """Serve /metrics and /healthz; call from the proxy's event loop, which it watches."""
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+
+        class Server(_Server):
+            address_family = family
+
+        self._server = make_server(host, port, self._app, Server, handler_class=_QuietHandler)
+        self._beat_now(asyncio.get_running_loop())
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def _beat_now(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._beat = time.monotonic()
+        self._heartbeat = loop.call_later(1.0, self._beat_now, loop)
+
+    def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ["PATH_INFO"] != "/healthz":
+            metrics: Iterable[bytes] = self._metrics_app(environ, start_response)
+            return metrics
+        stalled = time.monotonic() - self._beat
+        if stalled > self.stall_seconds:
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+            return [f"event loop stalled for {stalled:.0f} s\n".encode()]
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok\n"]
 
     def stop(self) -> None:
+        if self._heartbeat:
+            self._heartbeat.cancel()
+            self._heartbeat = None
         if self._server:
             self._server.shutdown()
             self._server.server_close()

@@ -1,0 +1,62 @@
+"""GET /healthz on the metrics listener: 200 while the proxy's event loop runs, 503 once stuck."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import re
+import threading
+import time
+from pathlib import Path
+
+from kube_front_proxy.metrics import Metrics
+
+from .e2e import Emulator, start_proxy_for
+from .support import free_port
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        conn.close()
+
+
+async def test_healthz_follows_the_event_loop() -> None:
+    metrics = Metrics(per_user=False, stall_seconds=0.5)
+    port = free_port()
+    metrics.serve("127.0.0.1", port)
+    try:
+        assert await asyncio.to_thread(get, port, "/healthz") == (200, "ok\n")
+        during: list[tuple[int, str]] = []
+        probe = threading.Thread(
+            target=lambda: (time.sleep(1.2), during.append(get(port, "/healthz")))
+        )
+        probe.start()
+        time.sleep(1.6)  # the loop is blocked, as by a blocking call in a hook
+        probe.join()
+        assert len(during) == 1 and during[0][0] == 503
+        assert re.fullmatch(r"event loop stalled for [12] s\n", during[0][1])
+        await asyncio.sleep(0.1)  # the loop runs again, and beats
+        assert await asyncio.to_thread(get, port, "/healthz") == (200, "ok\n")
+        status, body = await asyncio.to_thread(get, port, "/metrics")
+        assert status == 200
+        assert "# TYPE kube_front_proxy_requests_total counter" in body
+    finally:
+        metrics.stop()
+
+
+def test_the_proxy_serves_healthz_beside_its_metrics(
+    pki: Path, emulator: Emulator, tmp_path: Path
+) -> None:
+    port = free_port()
+    proxy = start_proxy_for(pki, tmp_path, emulator.port, metrics={"listen": f"127.0.0.1:{port}"})
+    try:
+        assert get(port, "/healthz") == (200, "ok\n")
+        assert proxy.whoami()["username"] == "alice"
+        assert get(port, "/healthz") == (200, "ok\n")
+    finally:
+        proxy.process.stop()
