@@ -94,13 +94,23 @@ def test_passive_ejection_doubles_and_ends_on_an_answer() -> None:
 
 def test_ejection_is_capped() -> None:
     clock = Clock()
-    pool = ServerPool([A], ROUND_ROBIN, 1, clock)
+    pool = ServerPool([A, B], ROUND_ROBIN, 1, clock)
     for _ in range(20):
         pool.connection_failed(A)
     clock.now += 31.9
-    assert pool.acquire() is None
+    assert picks(pool, 2) == [B, B]
     clock.now += 0.1
-    assert picks(pool, 1) == [A]
+    assert picks(pool, 2) == [A, B]
+
+
+def test_a_lone_server_is_never_taken_out() -> None:
+    # nginx: "If there is only a single server in a group, max_fails, fail_timeout and
+    # slow_start parameters are ignored, and such a server will never be considered unavailable."
+    pool = ServerPool([A], ROUND_ROBIN, 10, Clock())
+    pool.connection_failed(A)
+    pool.checked(A, ready=False)
+    assert picks(pool, 2) == [A, A]
+    assert pool.acquire(exclude=[A]) is None  # but a retry has nowhere to go
 
 
 def test_eject_seconds_zero_never_ejects() -> None:

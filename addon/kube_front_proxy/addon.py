@@ -157,7 +157,8 @@ class K8sAuth:
         if self._health_checker:
             self._health_checker.cancel()
             self._health_checker = None
-        if runtime.health_probe:
+        # A lone server is always tried (upstreams.py): checking it would change nothing.
+        if runtime.health_probe and len(runtime.router.pool.servers) > 1:
             interval = runtime.settings.upstream.health_check.interval
             checks = check_forever(runtime.router.pool, runtime.health_probe, interval)
             self._health_checker = asyncio.create_task(checks)

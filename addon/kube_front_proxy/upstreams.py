@@ -67,6 +67,10 @@ class ServerPool:
         n = len(self.servers)
         order = [self.servers[(self._next + i) % n] for i in range(n)]
         candidates = [s for s in order if s.address not in exclude and s.usable(now)]
+        if n == 1 and not exclude:
+            # nginx's rule: a lone server is never taken out. With nowhere else to send the
+            # request, trying it (502 if it is down) beats refusing while it may be back.
+            candidates = order
         if not candidates:
             return None
         if self.balance == LEAST_OUTSTANDING:
