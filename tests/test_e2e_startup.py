@@ -20,9 +20,10 @@ from .e2e import (
 from .support import REPO, free_port, proxy_config, start_proxy, write_yaml
 
 
-def listening_ports(pid: int) -> set[int]:
-    """TCP ports a process listens on, read from `ss`."""
-    out = subprocess.run(["ss", "-Htlnp"], capture_output=True, text=True, check=True).stdout
+def listening_ports(pid: int, protocol: str = "t") -> set[int]:
+    """TCP (or with protocol "u", UDP) ports a process listens on, read from `ss`."""
+    out = subprocess.run(["ss", f"-H{protocol}lnp"], capture_output=True, text=True,
+                         check=True).stdout  # fmt: skip
     ports = set()
     for line in out.splitlines():
         if f"pid={pid}," in line:
@@ -34,6 +35,8 @@ def test_only_the_configured_listener_serves(pki: Path, emulator: Emulator, tmp_
     proxy = start_proxy_for(pki, tmp_path, emulator.port)
     try:
         assert listening_ports(proxy.process.proc.pid) == {proxy.port}
+        # No HTTP/3 (UDP) listener, whose TLS would not be this addon's.
+        assert listening_ports(proxy.process.proc.pid, "u") == set()
         # mitmproxy's default forward proxy (8080) is not there, not even refusing.
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", 8080), timeout=1).close()

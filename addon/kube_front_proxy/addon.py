@@ -130,7 +130,7 @@ class K8sAuth:
         # mitmproxy starts its listeners before scripts load, so the default forward proxy may
         # have been opened; client_connected refuses it, and this replaces it with ours. A
         # failure (port in use) is logged as an error, which makes mitmproxy exit at start-up.
-        reuse_port.share_port(self._mode if runtime.settings.reuse_port else None)
+        reuse_port.own_listener(self._mode, runtime.settings.reuse_port)
         if not await ctx.master.addons.get("proxyserver").setup_servers():
             s = runtime.settings
             logger.error(
