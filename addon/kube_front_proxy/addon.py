@@ -51,6 +51,7 @@ class K8sAuth:
         self._mode: ProxyMode | None = None
         self._reloader: asyncio.Task[None] | None = None
         self._health_checker: asyncio.Task[None] | None = None
+        self._trust_checker: asyncio.Task[None] | None = None
         # The audit log and the metrics outlive reloads: they need a restart to change.
         self.recorder = Recorder(None, None)
         self.limits = ConnectionLimits(max_total=1, max_per_client=1)
@@ -125,6 +126,7 @@ class K8sAuth:
             self._serve_metrics(self.runtime)
             self._start_reloading(self.runtime)
             self._check_upstreams(self.runtime)
+            self._check_cluster_trust(self.runtime)
 
     async def _listen(self, runtime: Runtime) -> None:
         # mitmproxy starts its listeners before scripts load, so the default forward proxy may
@@ -163,6 +165,13 @@ class K8sAuth:
             checks = check_forever(runtime.router.pool, runtime.health_probe, interval)
             self._health_checker = asyncio.create_task(checks)
 
+    def _check_cluster_trust(self, runtime: Runtime) -> None:
+        # Once, at start-up, in the background: a slow or refusing API server must not hold
+        # up or fail the start; the check only logs.
+        if runtime.trust_check and not self._trust_checker:
+            servers = [s.address for s in runtime.router.pool.servers]
+            self._trust_checker = asyncio.create_task(runtime.trust_check(servers))
+
     def _current_runtime(self) -> Runtime:
         assert self.runtime
         return self.runtime
@@ -199,6 +208,8 @@ class K8sAuth:
         if self._health_checker:
             self._health_checker.cancel()
             self._health_checker = None
+        if self._trust_checker:
+            self._trust_checker.cancel()
         upstream_retry.install(None)
         self._stop_recorder()
 

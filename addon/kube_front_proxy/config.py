@@ -76,6 +76,8 @@ class Upstream:
     retries: int
     # Seconds to wait for response headers (0: no limit); watches etc. are exempt after them.
     response_timeout: int = 60
+    # At start-up, compare identity.* and client_cert with what the API server publishes.
+    check_cluster_trust: bool = True
 
 
 @dataclass(frozen=True)
@@ -395,6 +397,7 @@ def _upstream(section: Section) -> Upstream:
         eject_seconds=eject_seconds,
         retries=retries,
         response_timeout=_response_timeout(section),
+        check_cluster_trust=section.boolean("check_cluster_trust", True),
     )
     section.finish()
     return upstream

@@ -8,6 +8,7 @@ from pathlib import Path
 from . import service_account
 from .authentication import Login
 from .client_certs import ClientCertAuthenticator
+from .cluster_trust_check import TrustCheck, trust_check
 from .config import FileRef, Settings, load_settings
 from .credential_cache import CredentialCache
 from .htpasswd import Htpasswd
@@ -35,6 +36,9 @@ class Runtime:
     health_probe: Probe | None
     # identity.mode impersonate: the proxy's service-account token (never put in a flow)
     upstream_token: bytes | None = None
+    # upstream.check_cluster_trust, front-proxy mode only (cluster_trust.py: nothing applies
+    # to a proxy that presents no certificate)
+    trust_check: TrustCheck | None = None
 
     @property
     def mode(self) -> str:
@@ -135,7 +139,14 @@ def build_runtime(config_file: Path, previous: Runtime | None = None) -> Runtime
     probe = (
         readyz_probe(upstream, up.health_check, writer, token) if up.health_check.interval else None
     )
-    return Runtime(settings, login, writer, serving, upstream, router, hider, probe, token)
+    check = (
+        trust_check(upstream, settings.header_names, writer, pair.chain)
+        if up.check_cluster_trust and pair
+        else None
+    )
+    return Runtime(
+        settings, login, writer, serving, upstream, router, hider, probe, token, trust_check=check
+    )
 
 
 def _oidc(settings: Settings, old: Login | None) -> OidcAuthenticator | None:
