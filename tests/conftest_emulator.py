@@ -208,8 +208,8 @@ class RawResponse:
 
 def client_context(pki: EmulatorPKI, cert: tuple[Path, Path] | None = None) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=str(pki.path("ca.crt")))
-    # What Go clients offer; the emulator must pick http/1.1.
-    context.set_alpn_protocols(["h2", "http/1.1"])
+    # These raw requests are HTTP/1.1: offering h2 too would get h2 (tests/emulator/http2.py).
+    context.set_alpn_protocols(["http/1.1"])
     if cert is not None:
         context.load_cert_chain(str(cert[0]), str(cert[1]))
     return context

@@ -9,7 +9,9 @@ the union of --client-ca-file and --requestheader-client-ca-file (`pkg/server/co
 certificate without failing the handshake, hence pyOpenSSL with a verify callback that always
 agrees.
 
-ALPN: only `http/1.1` for now (the real server offers `h2` first).
+ALPN: `h2` then `http/1.1`, the server's order winning (Go's `crypto/tls`), or `http/1.1` only
+with `disable_http2` (`--disable-http2`; kube-apiserver has no such flag, Go programs turn it off
+with `GODEBUG=http2server=0`). HTTP/2 connections are served by `http2.py`.
 
 One thread per connection, HTTP/1.1 keep-alive. Each request goes through the filters in
 kube-apiserver's order (`pkg/server/config.go` `DefaultBuildHandlerChain`): authentication
@@ -39,7 +41,7 @@ from typing import NamedTuple
 from cryptography import x509
 from OpenSSL import SSL
 
-from . import abac, authz, clustertrust, goquote, http11, impersonation, x509verify
+from . import abac, authz, clustertrust, goquote, http2, http11, impersonation, x509verify
 from .api import API, Hold, Request, Response, unauthorized_response
 from .authn import AuthenticationChain, AuthenticationResult, build_chain, load_token_file
 from .faults import Faults
@@ -81,6 +83,7 @@ class EmulatorConfig:
     response_delay: float = 0.0
     response_delay_file: Path | None = None
     not_ready_file: Path | None = None
+    disable_http2: bool = False
 
     @property
     def faults(self) -> Faults:
@@ -279,10 +282,11 @@ class EmulatorServer:
         ctx.set_alpn_select_callback(self._select_alpn)
         return ctx
 
-    @staticmethod
-    def _select_alpn(_conn: SSL.Connection, offered: list[bytes]) -> bytes:
-        if b"http/1.1" in offered:
-            return b"http/1.1"
+    def _select_alpn(self, _conn: SSL.Connection, offered: list[bytes]) -> bytes:
+        protocols = (b"http/1.1",) if self.config.disable_http2 else (b"h2", b"http/1.1")
+        for protocol in protocols:
+            if protocol in offered:
+                return protocol
         return SSL.NO_OVERLAPPING_PROTOCOLS  # type: ignore[return-value]
 
     # -- connections -------------------------------------------------------------------------
@@ -329,7 +333,17 @@ class EmulatorServer:
             alpn = conn.get_alpn_proto_negotiated()
             state.alpn = alpn.decode() if alpn else None
             state.tls_version = conn.get_protocol_version_name()
-            self._serve_http11(state, conn)
+            if state.alpn == "h2":
+                http2.serve(
+                    conn,
+                    state.sock,
+                    lambda req: self.handle(req, state),
+                    self.faults.delay,
+                    self._stopping,
+                    state.remote,
+                )
+            else:
+                self._serve_http11(state, conn)
         except Exception:  # one broken connection must not take the server down
             if not self._stopping.is_set():
                 log.exception("connection from %s failed", state.remote)

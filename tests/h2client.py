@@ -1,0 +1,120 @@
+"""A small blocking HTTP/2 client (the `h2` library over `ssl`) for tests: many streams on one
+connection, partial reads of never-ending responses, and RST_STREAM."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import h2.config
+import h2.connection
+import h2.events
+from h2.errors import ErrorCodes
+
+
+@dataclass
+class H2Response:
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    data: bytearray = field(default_factory=bytearray)
+    ended: bool = False
+    reset: int | None = None  # the server's RST_STREAM error code
+
+    @property
+    def status(self) -> int:
+        return int(self.header(":status") or 0)
+
+    def header(self, name: str) -> str | None:
+        return next((v for n, v in self.headers if n == name), None)
+
+
+class H2Client:
+    """One TLS connection that must negotiate `h2`; the client's windows stay at 65,535 bytes
+    (the protocol's default), so a large response exercises the server's flow control."""
+
+    def __init__(self, port: int, context: ssl.SSLContext, server_name: str = "127.0.0.1") -> None:
+        context.set_alpn_protocols(["h2", "http/1.1"])
+        raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.sock = context.wrap_socket(raw, server_hostname=server_name)
+        assert self.sock.selected_alpn_protocol() == "h2"
+        self.authority = f"{server_name}:{port}"
+        self.conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        )
+        self.conn.initiate_connection()
+        self.responses: dict[int, H2Response] = {}
+        self.goaway: int | None = None
+        self._flush()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        headers: Sequence[tuple[str, str]] = (),
+        body: bytes = b"",
+        *,
+        validate: bool = True,
+    ) -> int:
+        """Start a request; its stream id. `validate=False` sends headers h2 would refuse."""
+        stream_id = self.conn.get_next_available_stream_id()
+        pseudo = [(":method", method), (":scheme", "https"), (":authority", self.authority),
+                  (":path", path)]  # fmt: skip
+        self.conn.config.validate_outbound_headers = validate
+        self.conn.config.normalize_outbound_headers = validate
+        self.conn.send_headers(stream_id, [*pseudo, *headers], end_stream=not body)
+        if body:
+            self.conn.send_data(stream_id, body, end_stream=True)
+        self.responses[stream_id] = H2Response()
+        self._flush()
+        return stream_id
+
+    def reset(self, stream_id: int) -> None:
+        self.conn.reset_stream(stream_id, ErrorCodes.CANCEL)
+        self._flush()
+
+    def wait(self, done: Callable[[], bool], timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError("HTTP/2 responses did not arrive in time")
+            self.sock.settimeout(remaining)
+            data = self.sock.recv(1 << 20)
+            if not data:
+                raise AssertionError("the server closed the connection")
+            for event in self.conn.receive_data(data):
+                self._on_event(event)
+            self._flush()
+
+    def response(self, stream_id: int, timeout: float = 30) -> H2Response:
+        """The whole response of a stream (or how it was reset)."""
+        r = self.responses[stream_id]
+        self.wait(lambda: r.ended or r.reset is not None or self.goaway is not None, timeout)
+        return r
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _on_event(self, event: h2.events.Event) -> None:
+        stream_id = getattr(event, "stream_id", None)
+        r = self.responses.get(stream_id) if stream_id else None
+        if isinstance(event, h2.events.ResponseReceived) and r is not None:
+            r.headers = [(str(n), str(v)) for n, v in event.headers or []]
+        elif isinstance(event, h2.events.DataReceived):
+            assert event.stream_id is not None and event.data is not None
+            self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            if r is not None:
+                r.data += event.data
+        elif isinstance(event, h2.events.StreamEnded) and r is not None:
+            r.ended = True
+        elif isinstance(event, h2.events.StreamReset) and r is not None:
+            r.reset = event.error_code
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self.goaway = event.error_code
+
+    def _flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data:
+            self.sock.sendall(data)
