@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from .e2e import Emulator, Proxy, basic_header, password_of, start_emulator, start_proxy_for
-from .support import raw_request
+from .support import KUBECTL, raw_request
 
 PODS = "/api/v1/namespaces/default/pods"
 REVIEW = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
@@ -279,3 +280,63 @@ def test_both_down_is_a_clean_503_that_names_no_address(pair: Pair) -> None:
     assert headers["Content-Type"] == "application/json"
     for authority in pair.upstream_authorities():
         assert authority not in body and all(authority not in v.encode() for v in headers.values())
+
+
+def watch_requests(emulator: Emulator, since: int = 0) -> list[str]:
+    return [r["path"] for r in emulator.requests()[since:] if "watch=true" in r["path"]]
+
+
+def serving_watch(pair: Pair) -> int:
+    """The emulator a kubectl watch went to, once it has one."""
+    wait_until(lambda: any(watch_requests(e) for e in pair.emulators))
+    return next(i for i, e in enumerate(pair.emulators) if watch_requests(e))
+
+
+def test_kubectl_watching_through_a_killed_server_watches_again_on_the_survivor(
+    pair: Pair,
+) -> None:
+    """A reflector (client-go tools/cache/reflector.go, here under `kubectl wait`, which uses
+    watchtools.UntilWithSync) reads the clean end as the server ending the watch and watches
+    again: through the proxy that lands on the survivor. (`kubectl get -w` uses
+    UntilWithoutRetry instead and exits 0 at any watch end, from the API server too.)"""
+    output = pair.workdir / "kubectl-wait.out"
+    kubectl = subprocess.Popen(
+        [KUBECTL, "--kubeconfig", str(pair.proxy.kubeconfig("alice")), "wait",
+         "--for=condition=NeverTrue", "pod/nginx-1", "--timeout=60s"],
+        stdout=output.open("wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        killed = serving_watch(pair)
+        survivor = 1 - killed
+        # reflector.go warns about a watch that ends within a second ("very short watch").
+        time.sleep(1.5)
+        pair.set_mark()
+        pair.kill(killed)
+        wait_until(lambda: watch_requests(pair.emulators[survivor], pair.mark[survivor]) != [])
+        [path] = watch_requests(pair.emulators[survivor], pair.mark[survivor])
+        assert path.startswith(f"{PODS}?allowWatchBookmarks=true&fieldSelector=metadata.name%3D")
+        time.sleep(1)
+        assert kubectl.poll() is None
+        # Not even a warning: the reflector saw a watch end, not an error (reflector.go logs
+        # "watch of ... ended with: an error on the server" for a reset stream).
+        assert output.read_text() == ""
+    finally:
+        kubectl.kill()
+        kubectl.wait()
+
+
+def test_kubectl_get_watch_ends_quietly_when_its_server_is_killed(pair: Pair) -> None:
+    kubectl = subprocess.Popen(
+        [KUBECTL, "--kubeconfig", str(pair.proxy.kubeconfig("alice")), "get", "pods", "-w"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        pair.kill(serving_watch(pair))
+        out, err = kubectl.communicate(timeout=10)
+        # As when kube-apiserver ends a watch: no error, exit 0 (not "unexpected EOF").
+        assert (kubectl.returncode, err) == (0, "")
+        # The pods and nothing else: a cut stream would add an InternalError Status row.
+        assert [line.split()[0] for line in out.splitlines()] == ["NAME", "nginx-1", "nginx-2"]
+    finally:
+        kubectl.kill()
+        kubectl.wait()
