@@ -6,6 +6,7 @@ Each test gets two fresh emulators (it may kill them) and a proxy with fast heal
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import signal
 import socket
@@ -340,3 +341,30 @@ def test_kubectl_get_watch_ends_quietly_when_its_server_is_killed(pair: Pair) ->
     finally:
         kubectl.kill()
         kubectl.wait()
+
+
+def test_a_server_that_times_out_is_ejected(pki: Path, tmp_path: Path) -> None:
+    emulators = [
+        start_emulator(pki, _mkdir(tmp_path / f"emulator-{i}"), "-q", *flags)
+        for i, flags in enumerate([["--response-delay", "3"], []])
+    ]
+    proxy = start_proxy_for(
+        pki, tmp_path / "proxy", emulators[0].port,
+        upstream={
+            "servers": [f"https://127.0.0.1:{e.port}" for e in emulators],
+            "balance": "round_robin", "response_timeout_seconds": 1, "eject_seconds": 30,
+            "health_check": {"interval_seconds": 0}, "check_cluster_trust": False,
+        },
+    )  # fmt: skip
+    try:
+        status, _, body = get(proxy)
+        assert (status, json.loads(body)["reason"]) == (504, "Timeout")
+        # Round robin would send every other request to the hung server again.
+        assert [get(proxy)[0] for _ in range(4)] == [200] * 4
+        pods = [sum(r["path"] == PODS for r in e.requests()) for e in emulators]
+        assert pods == [1, 4]
+        assert "ejected for 30s after 1 failure(s)" in proxy.process.output()
+    finally:
+        proxy.process.stop()
+        for emulator in emulators:
+            emulator.process.stop()

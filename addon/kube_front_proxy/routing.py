@@ -16,6 +16,7 @@ from mitmproxy.net.http import url
 from .config import Upstream
 from .request_info import RequestInfoError, parse_request_info
 from .status import status_response
+from .upstream_timeout import TIMED_OUT
 from .upstreams import Address, ServerPool
 
 logger = logging.getLogger("kube_front_proxy")
@@ -53,11 +54,18 @@ class Router:
         self._point(flow.request, server.address)
 
     def answered(self, flow: http.HTTPFlow) -> None:
-        """The response head arrived: the request is no longer outstanding."""
+        """The response head arrived: the request is no longer outstanding.
+
+        Our own 504 (upstream_timeout) is a head too, but the server never answered: that
+        counts as a failure, as a connection it dropped would.
+        """
         attempt = self._attempts.pop(flow.id, None)
         if attempt:
             self.pool.release(attempt.address)
-            self.pool.answered(attempt.address)
+            if TIMED_OUT in flow.metadata:
+                self.pool.connection_failed(attempt.address)
+            else:
+                self.pool.answered(attempt.address)
 
     def failed(self, flow: http.HTTPFlow) -> None:
         """The flow ended without a response head (or after it, which changes nothing)."""
