@@ -25,7 +25,12 @@ from .identity import asks_to_impersonate
 from .metrics import Metrics
 from .recording import Recorder
 from .reload import Reloader
-from .request_limits import RequestLimits, install_request_limits
+from .request_limits import (
+    RequestLimits,
+    head_too_large_status,
+    http2_head_size,
+    install_request_limits,
+)
 from .runtime import Runtime, build_runtime
 from .status import status_response, too_many_requests, unauthorized
 from .streaming import forget_relayed, must_stream
@@ -246,7 +251,9 @@ class K8sAuth:
 
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         try:
-            await self._authenticate(flow)
+            self._limit_http2_head(flow)
+            if not flow.response:
+                await self._authenticate(flow)
             if not flow.response:
                 self._route(flow)
         except Exception:
@@ -259,6 +266,15 @@ class K8sAuth:
             # Refused: its body must not be streamed upstream (mitmproxy cannot answer and
             # stream at once, and drops the connection); request_limits bounds what is read.
             flow.request.stream = False
+
+    def _limit_http2_head(self, flow: http.HTTPFlow) -> None:
+        # HTTP/1 heads are refused while they are read (request_limits); HTTP/2 ones only here.
+        request = flow.request
+        if request.is_http2 and http2_head_size(request) > self.request_limits.max_head_bytes:
+            logger.info("kube-front-proxy: request refused: HTTP/2 head over the limit")
+            # Not authenticated, so the password would stay in the flow (mitmweb, -w files).
+            request.headers.pop("authorization", None)
+            flow.response = head_too_large_status()
 
     def request(self, flow: http.HTTPFlow) -> None:
         if not flow.response:

@@ -6,8 +6,10 @@ against header size DoS" in `proxy/layers/http/_http1.py`), and its one body opt
 mitmproxy's HTTP layer methods are wrapped here, as mitmproxy's own checks are placed:
 
 - `Http1Server.read_headers`: a head that grows past the limit before its blank line is refused
-  with a 431 Status and the connection closed, before any hook runs. HTTP/2 header blocks are
-  bounded by the h2 stack itself (hpack's 64 KiB decoded header list).
+  with a 431 Status and the connection closed, before any hook runs. An HTTP/2 header block
+  arrives whole (the h2 stack bounds it at hpack's 64 KiB decoded header list), so it is
+  measured in the addon's requestheaders hook instead (`http2_head_size`) and refused with the
+  same 431 Status; only that stream ends, as Go's http2 server does.
 - `HttpStream.check_body_size` (request side only): a Content-Length over the limit is refused
   with a 413 Status before the body is read or anything goes upstream; a chunked body is kept
   (at most the limit) while it arrives and refused once it passes the limit. Responses keep
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mitmproxy import flow as mflow
+from mitmproxy import http
 from mitmproxy.net.http import http1
 from mitmproxy.proxy import commands, events, layer
 from mitmproxy.proxy.layers.http import HttpStream, SendHttp
@@ -64,10 +67,28 @@ def body_too_large(size: int | None, limit: int) -> bool:
     return size is not None and size > limit
 
 
-def head_too_large_response() -> bytes:
+def http2_head_size(request: http.Request) -> int:
+    """The size of an HTTP/2 request head as SETTINGS_MAX_HEADER_LIST_SIZE counts it (RFC 9113
+    6.5.2: name + value + 32 per field, pseudo-header fields included), the measure Go's http2
+    server holds to MaxHeaderBytes (golang.org/x/net/http2 server.go, `maxHeaderListSize`)."""
+    fields = [
+        (b":method", request.data.method),
+        (b":scheme", request.data.scheme),
+        (b":authority", request.data.authority),
+        (b":path", request.data.path),
+        *request.headers.fields,
+    ]
+    return sum(len(name) + len(value) + 32 for name, value in fields)
+
+
+def head_too_large_status() -> http.Response:
     # Kubernetes has no StatusReason for 431; RequestEntityTooLarge is what client-go's
     # errors.IsRequestEntityTooLargeError recognises.
-    response = status.status_response(431, HEAD_TOO_LARGE, "RequestEntityTooLarge")
+    return status.status_response(431, HEAD_TOO_LARGE, "RequestEntityTooLarge")
+
+
+def head_too_large_response() -> bytes:
+    response = head_too_large_status()
     response.headers["Connection"] = "close"
     return bytes(http1.assemble_response(response))  # type: ignore[no-untyped-call]
 
