@@ -125,8 +125,9 @@ def test_unreachable_upstream_is_a_502_status(pki: Path, tmp_path: Path) -> None
 def test_injected_fault_fails_closed(pki: Path, emulator: Emulator, tmp_path: Path) -> None:
     before = len(emulator.requests())
     proxy = start_proxy_for(
-        pki, tmp_path, emulator.port, "-s", str(REPO / "tests/faults/break_identity.py")
-    )
+        pki, tmp_path, emulator.port, "-s", str(REPO / "tests/faults/break_identity.py"),
+        upstream={"check_cluster_trust": False},  # so that no request at all reaches it
+    )  # fmt: skip
     try:
         status, _, body = proxy.raw(
             "GET", "/api/v1/pods",
