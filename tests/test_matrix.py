@@ -61,6 +61,7 @@ from .test_e2e_upgrades import (
     talk,
     tree,
 )
+from .test_impersonation_mode import SA, SA_TOKEN, SSR, impersonating_proxy
 from .test_streaming import read_until
 
 PODS = "/api/v1/namespaces/default/pods"
@@ -396,3 +397,26 @@ def test_one_h2_connection_carries_100_concurrent_streams_multiplexed_upstream(
     assert len(records) == 100
     assert {r["http_version"] for r in records} == {"HTTP/2.0"}
     assert len({r["remote_addr"] for r in records}) == 1
+
+
+def test_impersonation_mode_keeps_http1_upstream(pki: Path, tmp_path: Path) -> None:
+    # The service-account token is written into HTTP/1 request heads only (service_account.py),
+    # so the proxy offers upstream http/1.1 alone, whatever kubectl and the API server speak.
+    (tmp_path / "tokens.csv").write_text(f"{SA_TOKEN},{SA},sa-uid\n")
+    emulator = start_emulator(
+        pki, tmp_path, "-q", "--token-auth-file", str(tmp_path / "tokens.csv")
+    )
+    try:
+        proxy = impersonating_proxy(pki, tmp_path, emulator.port)
+        try:
+            assert proxy.whoami()["username"] == "alice"
+            # kubectl -> proxy was h2 (mitmdump's flow line; the path is shortened).
+            proxy.process.wait_for(r"\S+: POST https://\S+/apis/authentication\S+ HTTP/2\.0\n")
+        finally:
+            proxy.process.stop()
+    finally:
+        emulator.process.stop()
+    [record] = [r for r in emulator.requests() if r["path"] == SSR]
+    assert (record["alpn"], record["http_version"]) == ("http/1.1", "HTTP/1.1")
+    assert record["authentication"]["user"]["username"] == SA
+    assert record["impersonated_user"]["username"] == "alice"
