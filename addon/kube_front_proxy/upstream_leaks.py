@@ -24,6 +24,7 @@ from .upstreams import Address
 
 _DISCOVERY_KEY = b'"serverAddressByClientCIDRs"'
 _STATUS_KIND = b'"kind":"Status"'
+_WATCHED_HEADERS = frozenset((b"server", b"location", b"content-location", b"warning"))
 
 
 class UpstreamHider:
@@ -34,6 +35,9 @@ class UpstreamHider:
 
     def headers(self, response: http.Response, proxy: Address) -> None:
         """Before the response head goes to the client."""
+        # One pass over the raw fields first: most responses have none of these headers.
+        if not any(name.lower() in _WATCHED_HEADERS for name, _ in response.headers.fields):
+            return
         response.headers.pop("server", None)
         ours = _authority(proxy)
         for name in ("location", "content-location", "warning"):
