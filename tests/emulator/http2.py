@@ -165,7 +165,6 @@ class Http2Connection:
         )
         self._streams: dict[int, _Stream] = {}
         self._cond = threading.Condition()
-        self._done = False
         self._out = bytearray()
         self._closing = False
         self._wake_r, self._wake_w = socket.socketpair()
@@ -203,7 +202,6 @@ class Http2Connection:
                     self._wake_r.recv(4096)
         finally:
             with self._cond:
-                self._done = True
                 for stream in self._streams.values():
                     stream.closed = True
                 self._cond.notify_all()
