@@ -326,7 +326,12 @@ class K8sAuth:
             )
             flow.response = status_response(403, IMPERSONATION_REFUSED)
             return
-        runtime.writer.apply(flow.request.headers, outcome.lines)
+        lines = outcome.lines
+        if flow.request.is_http2 and not runtime.upstream_token:
+            # Upstream is HTTP/2 too (tls_start_server), where mitmproxy would lower-case each
+            # name itself and log a line for every one. (Impersonation mode: HTTP/1.1.)
+            lines = tuple((name.lower(), value) for name, value in lines)
+        runtime.writer.apply(flow.request.headers, lines)
 
     def _route(self, flow: http.HTTPFlow) -> None:
         assert self.runtime
