@@ -118,6 +118,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="while it exists, /readyz fails (500) as in a graceful shutdown",
     )  # fmt: skip
     p.add_argument("--disable-http2", action="store_true", help="offer only http/1.1 (ALPN), no h2")
+    p.add_argument(
+        "--watch-event-interval", type=_seconds, default=0.0, metavar="SECONDS",
+        help="a pod watch sends a MODIFIED event this often (default 0: never)",
+    )  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="no per-request lines on stderr")
     return p.parse_args(argv)
 
@@ -144,6 +148,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         response_delay_file=args.response_delay_file,
         not_ready_file=args.not_ready_file,
         disable_http2=args.disable_http2,
+        watch_event_interval=args.watch_event_interval,
     )
 
 

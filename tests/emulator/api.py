@@ -10,7 +10,8 @@ Everything here is pure: a parsed request plus the authenticated user in, a resp
 - `/readyz` from `k8s.io/apiserver pkg/server/healthz/healthz.go` `handleRootHealth`, with a
   shortened list of checks; `shutdown` fails while the server is told it is not ready.
 - Discovery documents, `/version`, pods and namespaces (`meta.k8s.io/v1` Table when asked, as
-  `kubectl get` does), and `SelfSubjectReview` create
+  `kubectl get` does), pod watches (with a MODIFIED event every `watch_event_interval` seconds
+  when asked: `_watch_stream`), and `SelfSubjectReview` create
   (`k8s.io/kubernetes pkg/registry/authentication/selfsubjectreview/rest.go`), and the
   ConfigMap `kube-system/extension-apiserver-authentication` (`clustertrust.py`).
 """
@@ -18,7 +19,10 @@ Everything here is pure: a parsed request plus the authenticated user in, a resp
 from __future__ import annotations
 
 import datetime
+import itertools
 import re
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +53,10 @@ VERSION_INFO: dict[str, str] = {
 # `handleRootHealth` lists every installed check; a real kube-apiserver has some 30 (post-start
 # hooks), this is the start and the end of that list.
 READYZ_CHECKS = ("ping", "log", "etcd", "etcd-readiness", "informer-sync", "shutdown")
+
+# On every emulated MODIFIED event: when the emulator sent it (Unix nanoseconds), so a test can
+# tell how long the event took to reach a client.
+SENT_AT_ANNOTATION = "emulator.kube-front-proxy/sent-at"
 
 
 @dataclass
@@ -497,8 +505,10 @@ class API:
         authorizer: authz.Authorizer | None = None,
         ready: Callable[[], bool] = lambda: True,
         now: datetime.datetime | None = None,
+        watch_event_interval: float = 0.0,
     ) -> None:
-        """`configmaps`: (namespace, name) -> data; `ready`: asked on every /readyz."""
+        """`configmaps`: (namespace, name) -> data; `ready`: asked on every /readyz;
+        `watch_event_interval`: seconds between a pod watch's MODIFIED events (0: none)."""
         self.server_address = server_address
         self.pods = list(pods)
         self.namespaces = list(namespaces)
@@ -509,6 +519,11 @@ class API:
         self.ready = ready
         self.started = (now or datetime.datetime.now(datetime.UTC)).replace(microsecond=0)
         self.resource_version = 1000
+        self.watch_event_interval = watch_event_interval
+        # Every emulated modification takes the next resourceVersion, across all watches, as
+        # writes to etcd do; lists keep answering the fixed objects at `resource_version`.
+        self._modifications = itertools.count(self.resource_version + 1)
+        self._modifications_lock = threading.Lock()
         self._containers: dict[tuple[str, str], Container] = {}
 
     # -- entry point --------------------------------------------------------------------------
@@ -670,12 +685,12 @@ class API:
 
     # pods
 
-    def _pod_object(self, pod: FakePod) -> dict[str, Any]:
+    def _pod_object(self, pod: FakePod, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
         created = _rfc3339(self.started - pod.age)
         return {
             "kind": "Pod",
             "apiVersion": "v1",
-            "metadata": self._pod_metadata(pod),
+            "metadata": metadata or self._pod_metadata(pod),
             "spec": {
                 "containers": [
                     {
@@ -737,7 +752,14 @@ class API:
             "labels": {"app": pod.name.split("-")[0]},
         }
 
-    def _pod_row(self, pod: FakePod, include_object: str, table_version: str) -> dict[str, Any]:
+    def _pod_row(
+        self,
+        pod: FakePod,
+        include_object: str,
+        table_version: str,
+        metadata: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        metadata = metadata or self._pod_metadata(pod)
         age = datetime.datetime.now(datetime.UTC) - (self.started - pod.age)
         row: dict[str, Any] = {
             "cells": [
@@ -753,7 +775,7 @@ class API:
             ],
         }
         obj = self._row_object(
-            self._pod_object(pod), self._pod_metadata(pod), include_object, table_version
+            self._pod_object(pod, metadata), metadata, include_object, table_version
         )
         if obj is not None:
             row["object"] = obj
@@ -779,11 +801,15 @@ class API:
         columns: list[dict[str, Any]] | None,
         rows: list[dict[str, Any]],
         table_version: str,
+        resource_version: str | None = None,
     ) -> dict[str, Any]:
+        """`resource_version`: the one object's, for a Table of one object (`GenerateTable` in
+        `k8s.io/kubernetes pkg/printers/tablegenerator.go` falls back to `meta.CommonAccessor`);
+        by default the list's."""
         return {
             "kind": "Table",
             "apiVersion": f"meta.k8s.io/{table_version}",
-            "metadata": {"resourceVersion": str(self.resource_version)},
+            "metadata": {"resourceVersion": resource_version or str(self.resource_version)},
             # Not omitempty in Go: watch events after the first carry `null` here.
             "columnDefinitions": columns,
             "rows": rows,
@@ -823,20 +849,20 @@ class API:
             return json_response(200, self._pod_object(pod))
         pods = [p for p in self.pods if not info.namespace or p.namespace == info.namespace]
         if info.verb == "watch":
-            if table_version:
-                # watchEmbeddedEncoder (handlers/response.go): one Table per event, headers only
-                # in the first.
-                objects = [
-                    self._table_doc(
-                        POD_COLUMNS if i == 0 else None,
-                        [self._pod_row(p, include_object, table_version)],
-                        table_version,
-                    )
-                    for i, p in enumerate(pods)
-                ]
-            else:
-                objects = [self._pod_object(p) for p in pods]
-            return self._watch(req, objects)
+
+            def watch_object(pod: FakePod, metadata: dict[str, Any], first: bool) -> dict[str, Any]:
+                if not table_version:
+                    return self._pod_object(pod, metadata)
+                # `watchEmbeddedEncoder.doEncode` (k8s.io/apiserver pkg/endpoints/handlers/
+                # response.go): one Table per event, column headers in the stream's first only.
+                return self._table_doc(
+                    POD_COLUMNS if first else None,
+                    [self._pod_row(pod, include_object, table_version, metadata)],
+                    table_version,
+                    metadata["resourceVersion"],
+                )
+
+            return self._watch(req, pods, watch_object)
         if table_version:
             rows = [self._pod_row(p, include_object, table_version) for p in pods]
             return self._table(POD_COLUMNS, rows, table_version)
@@ -919,19 +945,68 @@ class API:
             hijack = remotecommand.spdy_exec(req.headers, opts, runner, on_resize)
         return hijack_response(hijack)
 
-    def _watch(self, req: Request, objects: list[dict[str, Any]]) -> Response:
-        """A watch stream: ADDED for every object, then quiet until the connection ends.
+    def _watch(self, req: Request, pods: list[FakePod], encode: WatchObject) -> Response:
+        """A watch stream: ADDED for every pod, then MODIFIED events for the first pod every
+        `watch_event_interval` seconds (none when 0), until `timeoutSeconds` or the client goes.
 
         The fixed objects are older than any resourceVersion this server hands out, so a watch
         that starts from one (what `kubectl get -w` does after its list) gets no ADDED events;
         without one, or from "0", the current state comes first, like the real watch cache.
         """
         since = (req.query.get("resourceVersion") or [""])[0]
-        initial = objects if since in ("", "0") else []
-        events = [gojson.encode({"type": "ADDED", "object": o}) for o in initial]
+        initial = pods if since in ("", "0") else []
         timeout = (req.query.get("timeoutSeconds") or [""])[0]
         seconds = float(timeout) if timeout.isdigit() else None
-        return Response(200, [("Content-Type", JSON)], b"", stream=_watch_stream(events, seconds))
+        modified = pods[0] if pods and self.watch_event_interval > 0 else None
+        stream = self._watch_stream(initial, modified, encode, seconds)
+        return Response(200, [("Content-Type", JSON)], b"", stream=stream)
+
+    def _watch_stream(
+        self,
+        initial: list[FakePod],
+        modified: FakePod | None,
+        encode: WatchObject,
+        timeout: float | None,
+    ) -> Iterator[StreamItem]:
+        """The events, paced with `Hold`: the server writes each event as soon as this
+        generator makes it, and notices a client that went away while holding.
+
+        A MODIFIED event is what the watch cache relays after an update
+        (`k8s.io/apiserver pkg/storage/cacher/cache_watcher.go` `convertToWatchEvent`): the
+        object with a new, higher resourceVersion. Only the event is emulated; the pod itself
+        does not change, so lists and later watches still show it as it was.
+        """
+        for i, pod in enumerate(initial):
+            yield _watch_event("ADDED", encode(pod, self._pod_metadata(pod), i == 0))
+        if modified is None:
+            yield Hold(timeout)
+            return
+        start = time.monotonic()
+        end = None if timeout is None else start + timeout
+        first = not initial
+        # Due times from the start, not from the previous event, so that the spacing does not
+        # drift by the time each write takes.
+        for n in itertools.count(1):
+            due = start + n * self.watch_event_interval
+            if end is not None and due >= end:
+                yield Hold(max(end - time.monotonic(), 0.0))
+                return
+            yield Hold(max(due - time.monotonic(), 0.0))
+            # Made only now, as the server asks for the next piece to write: sent-at is
+            # stamped just before the bytes go out.
+            yield _watch_event(
+                "MODIFIED", encode(modified, self._modified_metadata(modified), first)
+            )
+            first = False
+
+    def _modified_metadata(self, pod: FakePod) -> dict[str, Any]:
+        with self._modifications_lock:
+            resource_version = next(self._modifications)
+        metadata = self._pod_metadata(pod)
+        metadata["resourceVersion"] = str(resource_version)
+        # ObjectMeta's field order puts annotations right after labels, the last field here.
+        metadata["annotations"] = {SENT_AT_ANNOTATION: str(time.time_ns())}
+        return metadata
 
     # namespaces
 
@@ -1050,10 +1125,13 @@ class Hold:
 
 StreamItem = bytes | Hold
 
+# A watch event's object for a pod with this metadata; True for the stream's first event.
+WatchObject = Callable[[FakePod, dict[str, Any], bool], dict[str, Any]]
 
-def _watch_stream(events: list[bytes], timeout: float | None) -> Iterator[StreamItem]:
-    yield from events
-    yield Hold(timeout)
+
+def _watch_event(event_type: str, obj: dict[str, Any]) -> bytes:
+    """`metav1.WatchEvent` as `watchEncoder.doEncode` writes it, one JSON document a line."""
+    return gojson.encode({"type": event_type, "object": obj})
 
 
 def _follow_log(lines: list[str]) -> Iterator[StreamItem]:

@@ -84,6 +84,8 @@ class EmulatorConfig:
     response_delay_file: Path | None = None
     not_ready_file: Path | None = None
     disable_http2: bool = False
+    # Test control, not Kubernetes: seconds between the MODIFIED events of a pod watch (0: none).
+    watch_event_interval: float = 0.0
 
     @property
     def faults(self) -> Faults:
@@ -206,6 +208,7 @@ class EmulatorServer:
                 },
                 authorizer=self.authorizer,
                 ready=self.faults.ready,
+                watch_event_interval=self.config.watch_event_interval,
             )
         thread = threading.Thread(target=self._accept_loop, name="emulator-accept", daemon=True)
         thread.start()
