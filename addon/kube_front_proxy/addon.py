@@ -16,7 +16,7 @@ from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import server_hooks
 from mitmproxy.proxy.mode_specs import ProxyMode
 
-from . import error_pages, reuse_port, service_account, upstream_retry
+from . import error_pages, lean, reuse_port, service_account, upstream_retry
 from .audit import AuditLog
 from .connection_limits import ConnectionLimits
 from .errors import ConfigError
@@ -75,6 +75,12 @@ class K8sAuth:
         service_account.install()
 
     def configure(self, updated: set[str]) -> None:
+        refused = lean.refused(ctx.options, updated)
+        if refused:
+            raise exceptions.OptionsError(
+                f"kube-front-proxy: {', '.join(refused)}: not available behind this proxy "
+                "(its mitmproxy addon is taken out: see lean.py)"
+            )
         if "k8s_auth_config" in updated:
             path = ctx.options.k8s_auth_config
             if not path:
@@ -126,6 +132,8 @@ class K8sAuth:
         # After upstream_retry's wrapper (configure): a request that timed out is answered
         # with a 504, not sent again.
         install_timeout_responses()
+        removed = lean.take_out(ctx.master.addons)
+        logger.debug("kube-front-proxy: took out mitmproxy addons %s", ", ".join(removed))
         if self.runtime:
             await self._listen(self.runtime)
             self._serve_metrics(self.runtime)
