@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import ssl
 import subprocess
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from .e2e import (
     start_proxy_for,
     write_users,
 )
+from .h2client import H2Client
 from .support import REPO, free_port, proxy_config, start_proxy, write_yaml
 
 
@@ -120,6 +122,25 @@ def test_unreachable_upstream_is_a_502_status(pki: Path, tmp_path: Path) -> None
         proxy.process.stop()
     assert status == 502
     assert json.loads(body)["message"] == "the Kubernetes API server could not be reached"
+
+
+def test_unreachable_upstream_over_http2_is_a_json_status(pki: Path, tmp_path: Path) -> None:
+    proxy = start_proxy_for(pki, tmp_path, free_port())
+    client = H2Client(proxy.port, ssl.create_default_context(cafile=str(pki / "proxy-ca.crt")))
+    try:
+        stream = client.request(
+            "GET",
+            "/api",
+            [(n.lower(), v) for n, v in [basic_header("alice", password_of("alice"))]],
+        )
+        response = client.response(stream)
+    finally:
+        client.close()
+        proxy.process.stop()
+    # mitmproxy's own error head (text/html and its version in `server`) is replaced.
+    assert response.headers == [(":status", "502"), ("content-type", "application/json"),
+                                ("cache-control", "no-cache, private")]  # fmt: skip
+    assert json.loads(response.data)["message"] == "the Kubernetes API server could not be reached"
 
 
 def test_injected_fault_fails_closed(pki: Path, emulator: Emulator, tmp_path: Path) -> None:
