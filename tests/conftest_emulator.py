@@ -172,14 +172,16 @@ def emulator_pki(tmp_path_factory: pytest.TempPathFactory) -> EmulatorPKI:
     return make_emulator_pki(tmp_path_factory.mktemp("emulator-pki"))
 
 
-def kubeadm_config(pki: EmulatorPKI, **overrides: object) -> EmulatorConfig:
-    """kubeadm's flags, port 0, and the request log in the PKI directory."""
+def kubeadm_config(pki: EmulatorPKI | Path, **overrides: object) -> EmulatorConfig:
+    """kubeadm's flags and port 0, with the certificates of pki (this module's, or the
+    session's `pki` directory from certs/devpki.py, which has the same file names)."""
+    directory = pki.dir if isinstance(pki, EmulatorPKI) else pki
     settings: dict[str, object] = {
-        "tls_cert_file": pki.path("apiserver.crt"),
-        "tls_private_key_file": pki.path("apiserver.key"),
+        "tls_cert_file": directory / "apiserver.crt",
+        "tls_private_key_file": directory / "apiserver.key",
         "secure_port": 0,
-        "client_ca_file": pki.path("ca.crt"),
-        "requestheader_client_ca_file": pki.path("front-proxy-ca.crt"),
+        "client_ca_file": directory / "ca.crt",
+        "requestheader_client_ca_file": directory / "front-proxy-ca.crt",
         "requestheader_allowed_names": (FRONT_PROXY_CN,),
     }
     settings.update(overrides)

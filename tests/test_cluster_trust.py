@@ -19,7 +19,8 @@ from kube_front_proxy.cluster_trust_check import CHECK_USER
 from kube_front_proxy.identity import HeaderNames
 from kube_front_proxy.runtime import Runtime, build_runtime
 
-from .emulator import EmulatorConfig, EmulatorServer
+from .conftest_emulator import kubeadm_config
+from .emulator import EmulatorServer
 from .support import free_port, htpasswd_add, proxy_config, write_yaml
 
 FRONT_PROXY_CA = devpki.make_ca("front-proxy-ca")
@@ -223,24 +224,12 @@ def load(tmp_path: Path, pki: Path, port: int, **overrides: Any) -> Runtime:
     return build_runtime(write_yaml(tmp_path / "config.yaml", config))
 
 
-def emulator_config(pki: Path, tmp_path: Path, **flags: Any) -> EmulatorConfig:
-    values: dict[str, Any] = {
-        "tls_cert_file": pki / "apiserver.crt",
-        "tls_private_key_file": pki / "apiserver.key",
-        "secure_port": 0,
-        "client_ca_file": pki / "ca.crt",
-        "requestheader_client_ca_file": pki / "front-proxy-ca.crt",
-        "requestheader_allowed_names": ("front-proxy-client",),
-        "anonymous_auth": False,
-        "request_log": tmp_path / "requests.jsonl",
-    }
-    return EmulatorConfig(**{**values, **flags})
-
-
 @pytest.fixture
 def emulator(pki: Path, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[int]:
     flags = getattr(request, "param", {})
-    with EmulatorServer(emulator_config(pki, tmp_path, **flags)) as server:
+    log = tmp_path / "requests.jsonl"
+    config = kubeadm_config(pki, anonymous_auth=False, request_log=log, **flags)
+    with EmulatorServer(config) as server:
         yield int(server.url.rsplit(":", 1)[1])
 
 

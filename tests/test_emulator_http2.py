@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from h2.errors import ErrorCodes
 
-from tests.emulator import EmulatorConfig, EmulatorServer
+from tests.conftest_emulator import kubeadm_config
+from tests.emulator import EmulatorServer
 from tests.emulator.api import API, FakePod
 
 from .h2client import H2Client
@@ -22,19 +23,6 @@ from .h2client import H2Client
 ALICE = [("x-remote-user", "alice"), ("x-remote-group", "system:masters"),
          ("x-remote-group", "devs"), ("x-remote-extra-scopes", "view")]  # fmt: skip
 PODS = "/api/v1/namespaces/default/pods"
-
-
-def config(pki: Path, **overrides: object) -> EmulatorConfig:
-    settings: dict[str, object] = {
-        "tls_cert_file": pki / "apiserver.crt",
-        "tls_private_key_file": pki / "apiserver.key",
-        "secure_port": 0,
-        "client_ca_file": pki / "ca.crt",
-        "requestheader_client_ca_file": pki / "front-proxy-ca.crt",
-        "requestheader_allowed_names": ("front-proxy-client",),
-    }
-    settings.update(overrides)
-    return EmulatorConfig(**settings)  # type: ignore[arg-type]
 
 
 def proxy_context(pki: Path) -> ssl.SSLContext:
@@ -46,7 +34,7 @@ def proxy_context(pki: Path) -> ssl.SSLContext:
 
 @pytest.fixture(scope="module")
 def server(pki: Path) -> Iterator[EmulatorServer]:
-    with EmulatorServer(config(pki)) as s:
+    with EmulatorServer(kubeadm_config(pki)) as s:
         yield s
 
 
@@ -73,7 +61,7 @@ def stream_threads() -> list[str]:
 def test_alpn_offers_h2_first_unless_disabled(
     pki: Path, offered: list[str], disable_http2: bool, selected: str
 ) -> None:
-    with EmulatorServer(config(pki, disable_http2=disable_http2)) as server:
+    with EmulatorServer(kubeadm_config(pki, disable_http2=disable_http2)) as server:
         context = proxy_context(pki)
         context.set_alpn_protocols(offered)
         with (
@@ -132,7 +120,7 @@ def test_a_40_mb_list_streams_within_the_clients_flow_control_windows(pki: Path)
         FakePod("default", f"pod-{i:05d}", "nginx:1.27", datetime.timedelta(minutes=5))
         for i in range(30_000)
     ]
-    with EmulatorServer(config(pki), api=API(pods=pods)) as server:
+    with EmulatorServer(kubeadm_config(pki), api=API(pods=pods)) as server:
         client = H2Client(server.port, proxy_context(pki))
         try:
             response = client.response(client.request("GET", PODS, ALICE), timeout=60)
