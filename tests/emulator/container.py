@@ -11,6 +11,8 @@ coreutils/tar/POSIX sh namesakes closely enough for kubectl:
   `tar cf - PATH` to copy out; its reader refuses members that do not start with the source
   path without its leading slash, which is how GNU tar names them (with a warning on stderr).
 - `kubectl attach`: the main process echoes stdin to stdout, like `cat`.
+- `kubectl exec -it`: the command reads its stdin through `TerminalInput`, so ^D at the start
+  of a line ends it as a terminal would.
 - port-forward: every pod listens on port 80 (an HTTP server answering with index.html, as nginx
   would) and port 7 (echo, RFC 862); any other port refuses the connection.
 
@@ -73,6 +75,48 @@ class ExecIO:
     @property
     def err(self) -> Writer:
         return self.stderr or _Null()
+
+
+VEOF = 0x04  # ^D, the default `c_cc[VEOF]` (`stty -a`: eof = ^D)
+
+
+class TerminalInput:
+    """What a process reads from its pty when kubectl asked for a TTY, as far as ending the input
+    goes: the terminal's canonical mode (Linux `drivers/tty/n_tty.c`, `n_tty_receive_char_special`
+    and `canon_copy_from_read_buf`). ^D is never delivered: at the start of a line (CR or LF just
+    before it, or nothing read yet) it reads as end of file, mid-line it hands over the line so
+    far. Nothing else of a terminal is emulated: no echo, no CR/NL translation, no line editing.
+
+    kubectl in raw mode sends every key as typed, so without this a `cat` in `kubectl exec -it`
+    could never end.
+    """
+
+    def __init__(self, raw: Reader) -> None:
+        self._raw = raw
+        self._ready = b""
+        self._line_start = True
+        self._eof = False
+
+    def read(self, n: int = 65536, /) -> bytes:
+        while not self._ready and not self._eof:
+            self._receive(self._raw.read(65536))
+        data, self._ready = self._ready[:n], self._ready[n:]
+        return data
+
+    def _receive(self, chunk: bytes) -> None:
+        if not chunk:
+            self._eof = True
+            return
+        *lines, rest = chunk.split(bytes([VEOF]))
+        for line in lines:
+            self._ready += line
+            if line.endswith((b"\r", b"\n")) if line else self._line_start:
+                self._eof = True  # what follows is never read, as after a real EOF
+                return
+            self._line_start = True  # the partial line went out: the next ^D is an EOF
+        self._ready += rest
+        if rest:
+            self._line_start = rest.endswith((b"\r", b"\n"))
 
 
 class ExecFailed(Exception):

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import gojson, http11, spdy, websocket
-from .container import ExecFailed, ExecIO
+from .container import ExecFailed, ExecIO, Reader, TerminalInput
 from .pipe import Pipe
 from .requestheader import Header
 from .tunnel import Hijack, Tunnel
@@ -152,6 +152,12 @@ def run_to_status(
     return exit_code_status(code, f"error executing command {_go_list(argv)}, exit code {code}")
 
 
+def command_stdin(stdin: Reader | None, opts: ExecOptions) -> Reader | None:
+    """The command's stdin: through the pty's line discipline when kubectl asked for a TTY
+    (the kubelet's runtime then starts the process on a pty, `exec.go` `ServeExec`)."""
+    return TerminalInput(stdin) if opts.tty and stdin is not None else stdin
+
+
 def status_bytes(status: Mapping[str, Any]) -> bytes:
     """`json.Marshal`: compact, no trailing newline."""
     return gojson.dumps(status).encode("utf-8")
@@ -232,7 +238,7 @@ def websocket_exec(
 
         def execute() -> None:
             io_ = ExecIO(
-                session.stdin if opts.stdin else None,
+                command_stdin(session.stdin if opts.stdin else None, opts),
                 session.writer(STDOUT) if opts.stdout else None,
                 session.writer(STDERR) if opts.stderr and not opts.tty else None,
                 hangup,
@@ -372,9 +378,8 @@ def spdy_exec(
                 threading.Thread(
                     target=_read_resizes, args=(resize, on_resize), daemon=True
                 ).start()
-            stdin = streams.get("stdin")
             io_ = ExecIO(
-                stdin,
+                command_stdin(streams.get("stdin"), opts),
                 _StreamWriter(streams["stdout"]) if "stdout" in streams else None,
                 _StreamWriter(streams["stderr"]) if "stderr" in streams else None,
                 session.closed,

@@ -1,0 +1,194 @@
+"""Through the proxy: `kubectl exec -it`, a TTY, over WebSocket and SPDY.
+
+kubectl uses a TTY only when its stdin is a terminal (`k8s.io/kubectl pkg/cmd/exec/exec.go`
+`SetupTTY`), so kubectl runs here on the slave side of a pty (stdin and stdout: the size comes
+from stdout, `pkg/util/term/tty.go` `GetSize`), with the window size set before it starts. With
+`-t` kubectl puts the terminal in raw mode (keys go out as typed: Enter is CR, ^D is a byte),
+asks for `tty=true` and no stderr (a TTY merges it into stdout), and sends the terminal size on
+the resize channel: channel 4 of `v5.channel.k8s.io`, or the `resize` stream over SPDY
+(`k8s.io/client-go tools/remotecommand/websocket.go`, `v3.go`, `resize.go`).
+
+The emulator runs in-process so that the test can see the sizes its pretend container received
+(`Container.resizes`, width then height); its `TerminalInput` lets ^D at the start of a line end
+`cat`, as the pty of a real container would.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import select
+import signal
+import struct
+import subprocess
+import termios
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.emulator import EmulatorConfig, EmulatorServer
+from tests.emulator.api import API
+from tests.emulator.container import Container
+
+from .e2e import Proxy, start_proxy_for
+from .support import KUBECTL
+from .test_e2e_upgrades import EXEC, REMOTE_COMMAND_ENV, assert_upgrade_as_alice
+
+PROTOCOLS = sorted(REMOTE_COMMAND_ENV)
+SUBPROTOCOL = {"websocket": "v5.channel.k8s.io", "spdy": "v4.channel.k8s.io"}
+ROWS, COLS = 40, 100
+TIMEOUT = 15.0
+
+
+@pytest.fixture(scope="module")
+def api() -> API:
+    return API()
+
+
+@pytest.fixture(scope="module")
+def apiserver(pki: Path, api: API) -> Iterator[EmulatorServer]:
+    config = EmulatorConfig(
+        tls_cert_file=pki / "apiserver.crt", tls_private_key_file=pki / "apiserver.key",
+        secure_port=0, client_ca_file=pki / "ca.crt",
+        requestheader_client_ca_file=pki / "front-proxy-ca.crt",
+        requestheader_allowed_names=("front-proxy-client",),
+    )  # fmt: skip
+    with EmulatorServer(config, api=api) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def tty_proxy(
+    pki: Path, apiserver: EmulatorServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Proxy]:
+    p = start_proxy_for(pki, tmp_path_factory.mktemp("proxy"), apiserver.port)
+    yield p
+    p.process.stop()
+
+
+@pytest.fixture
+def nginx(api: API) -> Container:
+    container = api.container(api.pods[0])
+    container.resizes.clear()
+    return container
+
+
+class Terminal:
+    """kubectl on the slave side of a fresh pty of ROWS x COLS; the test holds the master."""
+
+    def __init__(self, proxy: Proxy, env: dict[str, str], *command: str) -> None:
+        self.master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
+        self.proc = subprocess.Popen(
+            [KUBECTL, "--kubeconfig", str(proxy.kubeconfig("alice")),
+             "exec", "-it", "nginx-1", "--", *command],
+            stdin=slave, stdout=slave, stderr=subprocess.PIPE,
+            env={**os.environ, **env}, start_new_session=True,
+        )  # fmt: skip
+        os.close(slave)
+        self.output = b""
+
+    def wait_for_raw_mode(self) -> None:
+        """Until kubectl has switched echo and line editing off (what it does before it dials):
+        typed earlier, the keys would be echoed and edited by this side's line discipline."""
+        deadline = time.monotonic() + TIMEOUT
+        while termios.tcgetattr(self.master)[3] & (termios.ICANON | termios.ECHO):
+            assert time.monotonic() < deadline, "kubectl never put the terminal in raw mode"
+            assert self.proc.poll() is None, self.proc.communicate()
+            time.sleep(0.02)
+
+    def resize(self, rows: int, cols: int) -> None:
+        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        self.proc.send_signal(signal.SIGWINCH)
+
+    def type(self, keys: bytes) -> None:
+        os.write(self.master, keys)
+
+    def read_until(self, expected: bytes) -> None:
+        deadline = time.monotonic() + TIMEOUT
+        while expected not in self.output:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([self.master], [], [], max(left, 0))
+            assert ready, f"waited for {expected!r}, have {self.output!r}"
+            self.output += os.read(self.master, 65536)
+
+    def finish(self) -> tuple[int, bytes, bytes]:
+        """kubectl's exit code, everything it wrote to the terminal, and its stderr."""
+        try:
+            _, stderr = self.proc.communicate(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            raise
+        while select.select([self.master], [], [], 0)[0]:
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:  # EIO: the slave side is closed and drained
+                break
+            if not chunk:
+                break
+            self.output += chunk
+        os.close(self.master)
+        return self.proc.returncode, self.output, stderr
+
+
+def tty_record(server: EmulatorServer, before: int) -> dict[str, Any]:
+    [record] = [r for r in server.records()[before:] if r["path"].split("?")[0] == EXEC]
+    return dict(record)
+
+
+def wait_for_resizes(container: Container, count: int) -> None:
+    """The sizes go out on their own goroutine, after the streams are up."""
+    deadline = time.monotonic() + TIMEOUT
+    while len(container.resizes) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_exec_it_cat_echoes_the_keys_and_gets_the_terminal_size(
+    tty_proxy: Proxy, apiserver: EmulatorServer, nginx: Container, protocol: str
+) -> None:
+    before = len(apiserver.records())
+    terminal = Terminal(tty_proxy, REMOTE_COMMAND_ENV[protocol], "cat")
+    terminal.wait_for_raw_mode()
+    terminal.type(b"hello\r")
+    terminal.read_until(b"hello\r")
+    # Waited for while cat still runs: sizes that land after the process ended are dropped.
+    wait_for_resizes(nginx, 1)
+    assert nginx.resizes == [(COLS, ROWS)]
+    # The window grows: the kernel would signal kubectl's foreground group (this pty is not its
+    # controlling terminal, so the test does), and kubectl sends the new size.
+    terminal.resize(ROWS + 10, COLS + 20)
+    wait_for_resizes(nginx, 2)
+    assert nginx.resizes == [(COLS, ROWS), (COLS + 20, ROWS + 10)]
+    terminal.type(b"\x04")  # ^D at the start of a line: end of input for cat
+    code, output, stderr = terminal.finish()
+    assert (code, output, stderr) == (0, b"hello\r", b"")
+    record = tty_record(apiserver, before)
+    assert record["path"] == f"{EXEC}?command=cat&container=nginx&stdin=true&stdout=true&tty=true"
+    assert_upgrade_as_alice(record, protocol, SUBPROTOCOL[protocol])
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_exec_it_passes_the_exit_code_through(
+    tty_proxy: Proxy, apiserver: EmulatorServer, nginx: Container, protocol: str
+) -> None:
+    before = len(apiserver.records())
+    terminal = Terminal(tty_proxy, REMOTE_COMMAND_ENV[protocol], "sh", "-c", "cat; exit 3")
+    terminal.wait_for_raw_mode()
+    terminal.type(b"bye\r")
+    terminal.read_until(b"bye\r")
+    wait_for_resizes(nginx, 1)
+    terminal.type(b"\x04")
+    code, output, stderr = terminal.finish()
+    assert (code, output, stderr) == (3, b"bye\r", b"command terminated with exit code 3\n")
+    assert nginx.resizes == [(COLS, ROWS)]
+    record = tty_record(apiserver, before)
+    assert record["path"] == (
+        f"{EXEC}?command=sh&command=-c&command=cat%3B+exit+3&container=nginx"
+        "&stdin=true&stdout=true&tty=true"
+    )
+    assert_upgrade_as_alice(record, protocol, SUBPROTOCOL[protocol])
