@@ -22,8 +22,9 @@ import pytest
 from tests.emulator import EmulatorServer
 from tests.emulator.api import SENT_AT_ANNOTATION
 
+from .conftest_emulator import kubeadm_config
 from .h2client import H2Client
-from .test_emulator_http2 import ALICE, PODS, config, proxy_context
+from .test_emulator_http2 import ALICE, PODS, proxy_context
 
 INTERVAL = 0.3
 # Long enough that a handler still sleeping through it would be caught (see the disconnect test).
@@ -154,13 +155,13 @@ def resource_version(obj: dict[str, Any]) -> int:
 
 @pytest.fixture(scope="module")
 def server(pki: Path) -> Iterator[EmulatorServer]:
-    with EmulatorServer(config(pki, watch_event_interval=INTERVAL)) as s:
+    with EmulatorServer(kubeadm_config(pki, watch_event_interval=INTERVAL)) as s:
         yield s
 
 
 @pytest.fixture(scope="module")
 def slow_server(pki: Path) -> Iterator[EmulatorServer]:
-    with EmulatorServer(config(pki, watch_event_interval=SLOW_INTERVAL)) as s:
+    with EmulatorServer(kubeadm_config(pki, watch_event_interval=SLOW_INTERVAL)) as s:
         yield s
 
 
