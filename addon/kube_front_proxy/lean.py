@@ -66,5 +66,10 @@ def take_out(manager: AddonManager) -> list[str]:
 
 
 def refused(options: optmanager.OptManager, names: Iterable[str]) -> list[str]:
-    """The options among names that belong to a removed addon and are not at their default."""
-    return sorted(name for name in names if name in _OPTIONS and options.has_changed(name))
+    """The options among names that belong to a removed addon and ask for its feature: changed
+    from their default to a value that turns something on (`onboarding=false` is fine)."""
+    return sorted(
+        name
+        for name in names
+        if name in _OPTIONS and options.has_changed(name) and getattr(options, name)
+    )
