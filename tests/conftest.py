@@ -41,3 +41,16 @@ def proxy(
     p = start_proxy_for(pki, tmp_path_factory.mktemp("proxy"), emulator.port)
     yield p
     p.process.stop()
+
+
+@pytest.fixture(scope="module")
+def limited(
+    pki: Path, emulator: Emulator, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Proxy]:
+    """A proxy in front of `emulator` that takes request heads up to 8 KB."""
+    p = start_proxy_for(
+        pki, tmp_path_factory.mktemp("limited"), emulator.port,
+        limits={"max_request_header_kb": 8},
+    )  # fmt: skip
+    yield p
+    p.process.stop()

@@ -10,7 +10,6 @@ import json
 import socket
 import ssl
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from kube_front_proxy.config import load_settings
 from kube_front_proxy.errors import ConfigError
 from kube_front_proxy.request_limits import body_too_large, head_too_large
 
-from .e2e import Emulator, Proxy, basic_header, password_of, start_proxy_for
+from .e2e import Emulator, Proxy, basic_header, password_of
 from .support import proxy_config, write_yaml
 
 GOOD = basic_header("alice", password_of("alice"))
@@ -72,18 +71,6 @@ def test_limits_config(tmp_path: Path, pki: Path) -> None:
     ]:
         with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
             load_settings(config_with(tmp_path, pki, **overrides))
-
-
-@pytest.fixture(scope="module")
-def limited(
-    pki: Path, emulator: Emulator, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Proxy]:
-    p = start_proxy_for(
-        pki, tmp_path_factory.mktemp("limited"), emulator.port,
-        limits={"max_request_header_kb": 8},
-    )  # fmt: skip
-    yield p
-    p.process.stop()
 
 
 def connect(proxy: Proxy) -> ssl.SSLSocket:
