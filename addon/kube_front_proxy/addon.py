@@ -16,7 +16,7 @@ from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import server_hooks
 from mitmproxy.proxy.mode_specs import ProxyMode
 
-from . import error_pages, lean, reuse_port, service_account, upstream_retry
+from . import error_pages, lean, reuse_port, seam, service_account, upstream_retry
 from .audit import AuditLog
 from .connection_limits import ConnectionLimits
 from .errors import ConfigError
@@ -70,6 +70,17 @@ class K8sAuth:
             default="",
             help="Path to kube-front-proxy's config.yaml. Required.",
         )
+        loader.add_option(
+            name="k8s_auth_allow_mitmproxy_drift",
+            typespec=bool,
+            default=False,
+            help="Run even though mitmproxy code that kube-front-proxy patches has changed "
+            "(see `python -m kube_front_proxy.seam`).",
+        )
+        self.install_patches()
+
+    def install_patches(self) -> None:
+        """Install every patch of mitmproxy's private code (idempotent)."""
         error_pages.install()
         install_request_limits(self.request_limits)
         service_account.install()
@@ -82,6 +93,9 @@ class K8sAuth:
                 "(its mitmproxy addon is taken out: see lean.py)"
             )
         if "k8s_auth_config" in updated:
+            found = seam.drift()
+            if found and not ctx.options.k8s_auth_allow_mitmproxy_drift:
+                raise exceptions.OptionsError(seam.drift_error(found))
             path = ctx.options.k8s_auth_config
             if not path:
                 raise exceptions.OptionsError(
