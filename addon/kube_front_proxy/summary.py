@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,28 @@ from mitmproxy import exceptions, http, io
 
 from .audit import LOGIN_REFUSED_ANNOTATION
 from .request_info import RequestInfoError, parse_request_info
+
+
+# Unicode categories that move the cursor, reorder or hide text on a terminal: controls (CR,
+# LF, ESC), format characters (U+202E), line and paragraph separators, unassigned and private.
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def printable(text: str) -> str:
+    """`text` escaped for a terminal: every character a client could use to forge lines, send
+    escape sequences or reorder what the operator reads becomes a visible escape."""
+    if text.isprintable() and "\\" not in text:
+        return text
+    out = []
+    for char in text:
+        if char == "\\":
+            out.append("\\\\")
+        elif unicodedata.category(char) in _UNPRINTABLE:
+            code = ord(char)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(char)
+    return "".join(out)
 
 
 @dataclass(frozen=True)
@@ -57,7 +80,7 @@ class Summary:
         lines = []
         for title, counts in sections:
             lines.append(f"{title}:")
-            lines.extend(f"  {n:8d}  {key}" for key, n in counts.most_common())
+            lines.extend(f"  {n:8d}  {printable(key)}" for key, n in counts.most_common())
             if not counts:
                 lines.append("         -")
         return "\n".join(lines)
@@ -114,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for entry in entries_of(path):
                 summary.add(entry)
         except (OSError, ValueError, exceptions.FlowReadException) as e:
-            print(f"kube-front-proxy-audit: {path}: {e}", file=sys.stderr)
+            print(printable(f"kube-front-proxy-audit: {path}: {e}"), file=sys.stderr)
             return 1
     print(summary.render())
     return 0
