@@ -24,7 +24,6 @@ from mitmproxy import exceptions, http, io
 from .audit import LOGIN_REFUSED_ANNOTATION
 from .request_info import RequestInfoError, parse_request_info
 
-
 # Unicode categories that move the cursor, reorder or hide text on a terminal: controls (CR,
 # LF, ESC), format characters (U+202E), line and paragraph separators, unassigned and private.
 _UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})

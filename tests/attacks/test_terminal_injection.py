@@ -33,9 +33,7 @@ def _summary(*files: Path) -> str:
 
 
 def _assert_inert(out: str) -> None:
-    unsafe = [
-        c for c in out if c != "\n" and unicodedata.category(c) in {"Cc", "Cf", "Zl", "Zp"}
-    ]
+    unsafe = [c for c in out if c != "\n" and unicodedata.category(c) in {"Cc", "Cf", "Zl", "Zp"}]
     assert not unsafe, f"control characters reached the terminal: {unsafe!r}"
     lines = out.splitlines()
     # The forged line must not stand on its own: alice never logged in or was refused.
