@@ -24,7 +24,7 @@ from .flow_labels import label
 from .identity import asks_to_impersonate
 from .metrics import Metrics
 from .recording import Recorder
-from .reload import Reloader
+from .reload import Reloader, restart_needed
 from .request_limits import (
     RequestLimits,
     head_too_large_status,
@@ -102,9 +102,17 @@ class K8sAuth:
                     "kube-front-proxy: set the config file with --set k8s_auth_config=PATH"
                 )
             try:
-                runtime = build_runtime(Path(path))
+                runtime = build_runtime(Path(path), self.runtime)
             except ConfigError as e:
                 raise exceptions.OptionsError(f"kube-front-proxy: {e}") from None
+            if self.runtime is not None:
+                # Changed at run time (mitmweb's options, the console's `set`): the same rules
+                # as a reload, or mitmweb could re-point the listener and the API servers.
+                refusal = restart_needed(self.runtime, runtime)
+                if refusal:
+                    raise exceptions.OptionsError(f"kube-front-proxy: {refusal}")
+                self._use_runtime(runtime)
+                return
             self.runtime = runtime
             self._mode = ProxyMode.parse(runtime.mode)
             self._start_recorder(runtime)

@@ -35,6 +35,13 @@ def snapshot(paths: Iterable[Path]) -> Snapshot:
     return result
 
 
+def restart_needed(current: Runtime, new: Runtime) -> str | None:
+    """Why `new` cannot replace `current` without a restart, or None if it can."""
+    if new.needs_restart_to_change != current.needs_restart_to_change:
+        return "changes to listen, upstream.servers, metrics or audit need a restart"
+    return None
+
+
 class Reloader:
     """Rebuilds the runtime when a watched file changes and hands it to `use`."""
 
@@ -68,10 +75,10 @@ class Reloader:
                          "configuration: %s", e)  # fmt: skip
             self._refused()
             return False
-        if new.needs_restart_to_change != current.needs_restart_to_change:
-            logger.error("kube-front-proxy: reload refused: changes to listen, upstream.servers, "
-                         "metrics or audit need a restart; still serving the last good "
-                         "configuration")  # fmt: skip
+        refusal = restart_needed(current, new)
+        if refusal:
+            logger.error("kube-front-proxy: reload refused: %s; still serving the last good "
+                         "configuration", refusal)  # fmt: skip
             self._refused()
             return False
         self._use(new)

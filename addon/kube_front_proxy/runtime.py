@@ -92,6 +92,13 @@ class Runtime:
             "validate_inbound_headers": True,
             # request_limits bounds request bodies; this would also cut long responses.
             "body_size_limit": None,
+            # Every connection goes through the HTTP layer, where logins are checked: raw TCP
+            # relaying or TLS passthrough would carry a client's bytes past that check (and,
+            # for raw TCP, over the front-proxy certificate's connection).
+            "tcp_hosts": [],
+            "udp_hosts": [],
+            "ignore_hosts": [],
+            "allow_hosts": [],
         }
 
 
