@@ -23,6 +23,7 @@ from .errors import ConfigError
 from .flow_labels import label
 from .identity import asks_to_impersonate
 from .metrics import Metrics
+from .rate_budget import RateBudget
 from .recording import Recorder
 from .reload import Reloader, restart_needed
 from .request_limits import (
@@ -133,7 +134,12 @@ class K8sAuth:
         s = runtime.settings
         audit = AuditLog(s.audit.path, s.audit.max_bytes, s.audit.backups) if s.audit else None
         metrics = Metrics(s.metrics_per_user) if s.metrics_listen else None
-        self.recorder = Recorder(audit, metrics)
+        budget = (
+            RateBudget(s.audit.refused_per_address_per_minute, s.audit.refused_per_minute)
+            if s.audit
+            else None
+        )
+        self.recorder = Recorder(audit, metrics, budget)
 
     def _stop_recorder(self) -> None:
         if self.recorder.audit:

@@ -37,7 +37,10 @@ LOGIN_REFUSED_ANNOTATION = "kube-front-proxy/login-refused"
 
 # pkg/audit/request.go maybeTruncateUserAgent.
 _MAX_USER_AGENT_BYTES = 1024
-_USER_AGENT_TRUNCATED = "...TRUNCATED"
+_TRUNCATED = "...TRUNCATED"
+# A refused request's URI and claimed user name: the client did not log in, so they are cut
+# like a user agent (kube-apiserver keeps whole URIs, of logged-in users).
+_MAX_REFUSED_BYTES = 1024
 # A Status body is a few hundred bytes; a bigger body is an object, not worth parsing.
 _MAX_STATUS_BODY = 64 * 1024
 _DETAIL_STRINGS = ("name", "group", "kind", "uid")
@@ -113,6 +116,9 @@ class AuditEvent:
         None); refused is why a login was refused. Only a logged-in user's request can be
         long-running: the proxy answers every other one itself.
         """
+        if refused is not None and not isinstance(user, Identity):
+            target = _truncate(target, _MAX_REFUSED_BYTES)
+            user = _truncate(user or "", _MAX_REFUSED_BYTES)
         try:
             info = parse_request_info(method, target)
         except RequestInfoError as e:
@@ -131,7 +137,7 @@ class AuditEvent:
             request=info,
             user=identity,
             source_ips=(_go_ip_string(source_ip),) if source_ip else (),
-            user_agent=_truncate_user_agent(user_agent),
+            user_agent=_truncate(user_agent, _MAX_USER_AGENT_BYTES),
             received_at=received_at,
             stage_at=received_at,
             annotations=annotations,
@@ -246,11 +252,11 @@ def _go_ip_string(address: str) -> str:
     return str(ip)
 
 
-def _truncate_user_agent(user_agent: str) -> str:
-    raw = _valid_unicode(user_agent).encode()
-    if len(raw) <= _MAX_USER_AGENT_BYTES:
-        return user_agent
-    return raw[:_MAX_USER_AGENT_BYTES].decode("utf-8", "replace") + _USER_AGENT_TRUNCATED
+def _truncate(text: str, limit: int) -> str:
+    raw = _valid_unicode(text).encode()
+    if len(raw) <= limit:
+        return text
+    return raw[:limit].decode("utf-8", "replace") + _TRUNCATED
 
 
 def _valid_unicode(text: str) -> str:

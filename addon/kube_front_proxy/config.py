@@ -87,6 +87,10 @@ class AuditSettings:
     path: Path
     max_bytes: int
     backups: int
+    # Audit events of refused requests (no valid login) a minute, per address and in total;
+    # past them such requests are counted (metric, log), not written. 0: never written.
+    refused_per_address_per_minute: int = 60
+    refused_per_minute: int = 600
 
 
 @dataclass(frozen=True)
@@ -312,7 +316,13 @@ def _audit(section: Section) -> AuditSettings:
         raise section.error("max_size_mb", "must be 0 (never rotate) or more")
     if max_mb and backups < 1:
         raise section.error("max_backups", "must be at least 1 when the log rotates")
-    return AuditSettings(section.path("path"), max_mb * 1024 * 1024, backups)
+    per_address = section.integer("refused_per_address_per_minute", 60)
+    total = section.integer("refused_per_minute", 600)
+    for key, value in (("refused_per_address_per_minute", per_address),
+                       ("refused_per_minute", total)):  # fmt: skip
+        if value < 0:
+            raise section.error(key, "must be 0 (refused requests are not audited) or more")
+    return AuditSettings(section.path("path"), max_mb * 1024 * 1024, backups, per_address, total)
 
 
 def _host_port(section: Section, key: str) -> tuple[str, int]:

@@ -50,6 +50,12 @@ class Metrics:
             labels,
             registry=self.registry,
         )
+        self.audit_refused_unwritten = Counter(
+            "kube_front_proxy_audit_refused_unwritten",
+            "Audit events of refused requests not written: over audit.refused_per_minute or "
+            "refused_per_address_per_minute.",
+            registry=self.registry,
+        )
         self.login_failures = Counter(
             "kube_front_proxy_login_failures",
             "Refused logins, by reason.",

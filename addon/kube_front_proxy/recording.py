@@ -7,6 +7,7 @@ its event is then kept by connection id.
 
 from __future__ import annotations
 
+import logging
 import time
 
 from mitmproxy import connection, http
@@ -14,14 +15,29 @@ from mitmproxy import connection, http
 from .audit import AuditEvent, AuditLog
 from .authentication import Outcome
 from .metrics import Metrics
+from .rate_budget import RateBudget
+
+logger = logging.getLogger("kube_front_proxy")
+
+# How often the proxy's log says how many refused requests were not audited.
+_DROPPED_REPORT_SECONDS = 60.0
 
 
 class Recorder:
-    def __init__(self, audit: AuditLog | None, metrics: Metrics | None) -> None:
+    def __init__(
+        self,
+        audit: AuditLog | None,
+        metrics: Metrics | None,
+        refused_budget: RateBudget | None = None,
+    ) -> None:
         self.audit = audit
         self.metrics = metrics
+        self.refused_budget = refused_budget
         self._events: dict[str, AuditEvent] = {}
         self._upgraded: dict[str, AuditEvent] = {}
+        # Refused requests over the budget: followed for the metrics, not written.
+        self._unwritten: set[str] = set()
+        self._reported_at = -_DROPPED_REPORT_SECONDS  # the first one is reported at once
 
     @property
     def enabled(self) -> bool:
@@ -50,7 +66,26 @@ class Recorder:
         if outcome.identity is not None:
             # kube-apiserver takes the Audit-ID header as its own audit ID: the two logs join.
             flow.request.headers["Audit-ID"] = event.audit_id
+        elif not self._refused_within_budget(flow.client_conn.peername[0]):
+            self._unwritten.add(flow.id)
+            return
         self._write(event)
+
+    def _refused_within_budget(self, address: str) -> bool:
+        budget = self.refused_budget
+        if budget is None or self.audit is None or budget.allow(address):
+            return True
+        if self.metrics:
+            self.metrics.audit_refused_unwritten.inc()
+        now = time.monotonic()
+        if now - self._reported_at >= _DROPPED_REPORT_SECONDS:
+            self._reported_at = now
+            logger.warning(
+                "kube-front-proxy: %d audit events of refused requests not written "
+                "(audit.refused_per_minute / refused_per_address_per_minute)",
+                budget.take_denied(),
+            )
+        return False
 
     def internal_error(self, flow: http.HTTPFlow, message: str) -> None:
         event = self._events.pop(flow.id, None)
@@ -105,7 +140,10 @@ class Recorder:
         if event is None:
             return
         ended = at or time.time()
-        self._write(event.complete(code, ended, body=body, message=message))
+        if flow.id in self._unwritten:
+            self._unwritten.discard(flow.id)
+        else:
+            self._write(event.complete(code, ended, body=body, message=message))
         if self.metrics:
             # A refused login's claimed name is not a label: random names would make series
             # without bound.
