@@ -56,16 +56,20 @@ class H2Client:
         body: bytes = b"",
         *,
         validate: bool = True,
+        trailers: Sequence[tuple[str, str]] = (),
     ) -> int:
-        """Start a request; its stream id. `validate=False` sends headers h2 would refuse."""
+        """Start a request; its stream id. `validate=False` sends headers h2 would refuse;
+        `trailers` end the stream with a second HEADERS frame after the body."""
         stream_id = self.conn.get_next_available_stream_id()
         pseudo = [(":method", method), (":scheme", "https"), (":authority", self.authority),
                   (":path", path)]  # fmt: skip
         self.conn.config.validate_outbound_headers = validate
         self.conn.config.normalize_outbound_headers = validate
-        self.conn.send_headers(stream_id, [*pseudo, *headers], end_stream=not body)
+        self.conn.send_headers(stream_id, [*pseudo, *headers], end_stream=not (body or trailers))
         if body:
-            self.conn.send_data(stream_id, body, end_stream=True)
+            self.conn.send_data(stream_id, body, end_stream=not trailers)
+        if trailers:
+            self.conn.send_headers(stream_id, list(trailers), end_stream=True)
         self.responses[stream_id] = H2Response()
         self._flush()
         return stream_id

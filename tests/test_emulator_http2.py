@@ -99,6 +99,21 @@ def test_a_stream_goes_through_front_proxy_authentication(
     assert record["authentication"]["authenticator"] == "requestheader"
 
 
+def test_request_trailers_are_logged_and_not_identity(
+    server: EmulatorServer, client: H2Client
+) -> None:
+    before = len(server.records())
+    trailers = [("x-remote-user", "admin"), ("authorization", "Bearer t")]
+    stream = client.request("POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                            [("content-type", "application/json"), *ALICE], b"{}",
+                            trailers=trailers)  # fmt: skip
+    assert client.response(stream).status == 201
+    [record] = server.records()[before:]
+    assert record["trailers"] == [list(t) for t in trailers]
+    user = record["authentication"]["user"]
+    assert user is not None and user["username"] == "alice"
+
+
 def test_many_concurrent_streams_share_one_connection(
     server: EmulatorServer, client: H2Client
 ) -> None:

@@ -442,6 +442,36 @@ def test_malformed_request_gets_go_style_400(server: EmulatorServer, pki: Emulat
     assert reply.endswith(b"400 Bad Request: missing required Host header")
 
 
+def test_chunked_trailers_are_logged(server: EmulatorServer, pki: EmulatorPKI) -> None:
+    before = len(server.records())
+    reply = _raw_exchange(server, pki, b"POST /version HTTP/1.1\r\nHost: x\r\nConnection: close"
+                          b"\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n"
+                          b"X-Remote-User: admin\r\nAuthorization:  Bearer t \r\n\r\n")  # fmt: skip
+    assert reply.startswith(b"HTTP/1.1 ")
+    [record] = server.records()[before:]
+    assert record["trailers"] == [["X-Remote-User", "admin"], ["Authorization", "Bearer t"]]
+    assert record["body_length"] == 2
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ([], ["127.0.0.1"]),
+        ([("X-Forwarded-For", "10.0.0.1, bogus,10.0.0.2"), ("X-Forwarded-For", "10.9.9.9")],
+         ["10.0.0.1", "10.0.0.2", "127.0.0.1"]),
+        ([("X-Real-Ip", "10.0.0.3")], ["10.0.0.3", "127.0.0.1"]),
+        ([("X-Forwarded-For", "10.0.0.3"), ("X-Real-Ip", "10.0.0.3")], ["10.0.0.3", "127.0.0.1"]),
+        ([("X-Forwarded-For", "127.0.0.1")], ["127.0.0.1"]),
+        ([("X-Forwarded-For", "::1, 10.0.0.4")], ["::1", "10.0.0.4", "127.0.0.1"]),
+    ],
+)  # fmt: skip
+def test_source_ips_are_what_the_api_servers_audit_records(
+    server: EmulatorServer, pki: EmulatorPKI, headers: list[tuple[str, str]], expected: list[str]
+) -> None:
+    request(server, pki, "GET", "/version", headers)
+    assert server.records()[-1]["source_ips"] == expected
+
+
 def test_client_disconnecting_mid_request_does_not_hurt(
     server: EmulatorServer, pki: EmulatorPKI
 ) -> None:

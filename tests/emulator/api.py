@@ -68,6 +68,9 @@ class Request:
     http_version: str = "HTTP/1.1"
     headers: list[Header] = field(default_factory=list)
     body: bytes = b""
+    # Request trailer fields (chunked HTTP/1.1, or a trailing HEADERS frame in HTTP/2): read,
+    # and ignored as kube-apiserver's handlers ignore Go's Request.Trailer; logged.
+    trailers: list[Header] = field(default_factory=list)
 
     @property
     def path(self) -> str:

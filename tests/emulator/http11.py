@@ -115,14 +115,15 @@ def read_request(reader: BinaryIO) -> Request | None:
 
 
 def read_body(reader: BinaryIO, req: Request) -> bytes:
-    """The request body, from Content-Length or chunked transfer coding."""
+    """The request body, from Content-Length or chunked transfer coding; a chunked body's
+    trailer fields go to `req.trailers` (Go's Request.Trailer, which no handler reads)."""
     encodings = [v for n, v in req.headers if n.lower() == "transfer-encoding"]
     lengths = [v for n, v in req.headers if n.lower() == "content-length"]
     if encodings:
         # Go (net/http transfer.go) lets chunked win and ignores any Content-Length.
         if [e.lower() for e in encodings] != ["chunked"]:
             raise BadRequest("unsupported transfer encoding", code=501)
-        return _read_chunked(reader)
+        return _read_chunked(reader, req.trailers)
     if not lengths:
         return b""
     if len(set(lengths)) != 1 or not lengths[0].isdigit():
@@ -136,7 +137,7 @@ def read_body(reader: BinaryIO, req: Request) -> bytes:
     return body
 
 
-def _read_chunked(reader: BinaryIO) -> bytes:
+def _read_chunked(reader: BinaryIO, trailers: list[Header]) -> bytes:
     body = bytearray()
     while True:
         line = reader.readline(1024)
@@ -148,13 +149,14 @@ def _read_chunked(reader: BinaryIO) -> bytes:
         except ValueError as e:
             raise BadRequest("invalid byte in chunk length") from e
         if size == 0:
-            # Trailers are read and dropped.
             while True:
                 trailer = reader.readline(MAX_HEADER_BYTES)
                 if not trailer:
                     raise ClientGone()
                 if trailer in (b"\r\n", b"\n"):
                     return bytes(body)
+                name, _, value = trailer.rstrip(b"\r\n").partition(b":")
+                trailers.append((_decode(name), _decode(value.strip(b" \t"))))
         if len(body) + size > MAX_BODY_BYTES:
             raise BadRequest("request body too large", code=413)
         chunk = reader.read(size)

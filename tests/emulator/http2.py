@@ -253,6 +253,11 @@ class Http2Connection:
                 # Go's server would let the handler refuse it; nothing here wants such bodies.
                 self._h2.reset_stream(event.stream_id, ErrorCodes.REFUSED_STREAM)
                 del self._streams[event.stream_id]
+        elif isinstance(event, h2.events.TrailersReceived):
+            assert event.stream_id is not None and event.headers is not None
+            stream = self._streams.get(event.stream_id)
+            if stream is not None and stream.request is not None:
+                stream.request.trailers += [(_decode(n), _decode(v)) for n, v in event.headers]
         elif isinstance(event, h2.events.StreamEnded):
             assert event.stream_id is not None
             stream = self._streams.get(event.stream_id)

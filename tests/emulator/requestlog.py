@@ -8,7 +8,9 @@ Record format (`RequestLogRecord`):
      "method": "GET", "path": "/api/v1/pods?limit=500",        # raw request target
      "http_version": "HTTP/1.1",
      "headers": [["Host", "127.0.0.1:6443"], ["X-Remote-Group", "a"], ...],   # as received
+     "trailers": [["Authorization", "..."], ...],          # request trailer fields, as received
      "body_length": 0,
+     "source_ips": ["10.0.0.7", "127.0.0.1"],     # what kube-apiserver's audit records
      "peer_cert_cn": "front-proxy-client" | null, "peer_chain_len": 1,
      "authentication": {"authenticated": true,
                         "authenticator": "requestheader" | "x509" | "token" | "anonymous" | null,
@@ -23,12 +25,18 @@ identity). `impersonated_user` is who the request then acted as, after the imper
 allowed the `Impersonate-*` headers (`system:authenticated` etc. added as the filter adds them);
 null when the request asked for no impersonation or was refused (see `status`).
 
+`source_ips` is the audit event's `sourceIPs`, computed as kube-apiserver does
+(k8s.io/apimachinery/pkg/util/net/http.go `SourceIPs`): every valid address in the first
+X-Forwarded-For header, then X-Real-Ip unless already listed, then the connection's address
+unless it is already the last.
+
 Header values that were not valid UTF-8 appear with their raw bytes as lone surrogates
 (`\\udcXX` escapes), which `json.loads` reads back unchanged.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import threading
 from collections.abc import Callable
@@ -59,12 +67,37 @@ class RequestLogRecord(TypedDict):
     path: str
     http_version: str
     headers: list[list[str]]
+    trailers: list[list[str]]
     body_length: int
+    source_ips: list[str]
     peer_cert_cn: str | None
     peer_chain_len: int
     authentication: AuthenticationRecord
     impersonated_user: UserRecord | None
     status: int
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def source_ips(headers: list[tuple[str, str]], remote_host: str) -> list[str]:
+    """kube-apiserver's `SourceIPs`: X-Forwarded-For, X-Real-Ip, then the peer's address."""
+
+    def first(name: str) -> str:
+        return next((v for n, v in headers if n.lower() == name), "")
+
+    found = [ip for part in first("x-forwarded-for").split(",") if (ip := _ip(part.strip()))]
+    real = _ip(first("x-real-ip"))
+    if real is not None and real not in found:
+        found.append(real)
+    remote = _ip(remote_host)
+    if remote is not None and (not found or found[-1] != remote):
+        found.append(remote)
+    return [str(ip) for ip in found]
 
 
 def load_request_log(path: str | Path) -> list[RequestLogRecord]:

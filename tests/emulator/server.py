@@ -46,7 +46,13 @@ from .api import API, Hold, Request, Response, unauthorized_response
 from .authn import AuthenticationChain, AuthenticationResult, build_chain, load_token_file
 from .faults import Faults
 from .requestheader import RequestHeaderAuthenticator, UserInfo
-from .requestlog import AuthenticationRecord, RequestLog, RequestLogRecord, UserRecord
+from .requestlog import (
+    AuthenticationRecord,
+    RequestLog,
+    RequestLogRecord,
+    UserRecord,
+    source_ips,
+)
 from .tunnel import TLSRaw, Tunnel
 
 log = logging.getLogger("kube-apiserver-emulator")
@@ -552,7 +558,9 @@ def _record(
         "path": req.target,
         "http_version": req.http_version,
         "headers": [[n, v] for n, v in req.headers],
+        "trailers": [[n, v] for n, v in req.trailers],
         "body_length": len(req.body),
+        "source_ips": source_ips(req.headers, state.remote.rpartition(":")[0] if state else ""),
         "peer_cert_cn": x509verify.common_name(peer[0]) if peer else None,
         "peer_chain_len": len(peer),
         "authentication": auth,
