@@ -44,7 +44,8 @@ class Patch:
         return f"{prefix}{name}.{self.attribute}"
 
 
-_originals: dict[tuple[int, str], Any] = {}
+# Keyed by the owner itself (not its id, which a freed object's successor may reuse).
+_originals: dict[tuple[Any, str], Any] = {}
 _patches: dict[str, Patch] = {}
 
 
@@ -56,7 +57,7 @@ def fingerprint(obj: Any) -> str:
 
 def original(owner: Any, attribute: str) -> Any:
     """mitmproxy's own `owner.attribute`, before any replacement."""
-    key = (id(owner), attribute)
+    key = (owner, attribute)
     if key not in _originals:
         _originals[key] = getattr(owner, attribute)
     return _originals[key]
