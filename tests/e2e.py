@@ -21,6 +21,7 @@ from .support import (
     raw_request,
     read_json_lines,
     start_proxy,
+    tls_exchange,
     write_yaml,
 )
 
@@ -130,11 +131,17 @@ class Proxy:
     def raw(self, method: str, path: str, headers: list[tuple[str, str]],
             body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
         """One HTTPS/1.1 request with exactly these headers, repeated names included."""
-        context = ssl.create_default_context(cafile=str(self.pki / "proxy-ca.crt"))
         status, headers, content = raw_request(
-            "127.0.0.1", self.port, context, method, path, list(headers), body
+            "127.0.0.1", self.port, self.context(), method, path, list(headers), body
         )
         return status, dict(headers), content
+
+    def context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.pki / "proxy-ca.crt"))
+
+    def exchange(self, data: bytes, source: str = "127.0.0.1", timeout: float = 10) -> bytes:
+        """Raw bytes to the proxy over TLS (from `source`, any 127.x address); its answer."""
+        return tls_exchange(self.port, self.context(), data, source=source, timeout=timeout)
 
 
 def basic_header(user: str, password: str) -> tuple[str, str]:

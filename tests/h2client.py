@@ -34,9 +34,10 @@ class H2Client:
     """One TLS connection that must negotiate `h2`; the client's windows stay at 65,535 bytes
     (the protocol's default), so a large response exercises the server's flow control."""
 
-    def __init__(self, port: int, context: ssl.SSLContext, server_name: str = "127.0.0.1") -> None:
+    def __init__(self, port: int, context: ssl.SSLContext, server_name: str = "127.0.0.1",
+                 source: str = "127.0.0.1") -> None:  # fmt: skip
         context.set_alpn_protocols(["h2", "http/1.1"])
-        raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+        raw = socket.create_connection(("127.0.0.1", port), timeout=30, source_address=(source, 0))
         self.sock = context.wrap_socket(raw, server_hostname=server_name)
         assert self.sock.selected_alpn_protocol() == "h2"
         self.authority = f"{server_name}:{port}"

@@ -182,3 +182,27 @@ def raw_request(
         return response.status, response.getheaders(), response.read()
     finally:
         conn.close()
+
+
+def tls_exchange(
+    port: int,
+    context: ssl.SSLContext,
+    data: bytes,
+    *,
+    source: str = "127.0.0.1",
+    timeout: float = 10,
+) -> bytes:
+    """Send raw bytes over one TLS connection from `source` and read until the server closes
+    it (or `timeout` passes without a byte: then what came so far, for a hung connection)."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0))
+    with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        tls.sendall(data)
+        out = b""
+        while True:
+            try:
+                chunk = tls.recv(65536)
+            except (TimeoutError, ssl.SSLError, OSError):
+                return out
+            if not chunk:
+                return out
+            out += chunk

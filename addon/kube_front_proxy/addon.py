@@ -18,6 +18,7 @@ from mitmproxy.proxy.mode_specs import ProxyMode
 
 from . import error_pages, lean, reuse_port, seam, service_account, upstream_retry
 from .audit import AuditLog
+from .client_address import forwarded_for
 from .connection_limits import ConnectionLimits
 from .errors import ConfigError
 from .flow_labels import label
@@ -363,11 +364,13 @@ class K8sAuth:
             flow.response = status_response(403, IMPERSONATION_REFUSED)
             return
         lines = outcome.lines
-        if flow.request.is_http2 and not runtime.upstream_token:
-            # Upstream is HTTP/2 too (tls_start_server), where mitmproxy would lower-case each
-            # name itself and log a line for every one. (Impersonation mode: HTTP/1.1.)
+        # Upstream is HTTP/2 too (tls_start_server), where mitmproxy would lower-case each
+        # name itself and log a line for every one. (Impersonation mode: HTTP/1.1.)
+        lowercase = flow.request.is_http2 and not runtime.upstream_token
+        if lowercase:
             lines = tuple((name.lower(), value) for name, value in lines)
         runtime.writer.apply(flow.request.headers, lines)
+        forwarded_for(flow.request.headers, flow.client_conn.peername[0], lowercase)
 
     def _route(self, flow: http.HTTPFlow) -> None:
         assert self.runtime

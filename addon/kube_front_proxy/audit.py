@@ -13,7 +13,6 @@ attach, port-forward, logs, proxy), ResponseComplete at its end, or Panic if the
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO
 
+from .client_address import go_ip_string
 from .identity import Identity
 from .request_info import RequestInfo, RequestInfoError, is_long_running, parse_request_info
 
@@ -136,7 +136,7 @@ class AuditEvent:
             request_uri=target,
             request=info,
             user=identity,
-            source_ips=(_go_ip_string(source_ip),) if source_ip else (),
+            source_ips=(go_ip_string(source_ip),) if source_ip else (),
             user_agent=_truncate(user_agent, _MAX_USER_AGENT_BYTES),
             received_at=received_at,
             stage_at=received_at,
@@ -239,17 +239,6 @@ def _object_ref(info: RequestInfo) -> dict[str, str]:
         "subresource": info.subresource,
     }
     return {key: value for key, value in fields.items() if value}
-
-
-def _go_ip_string(address: str) -> str:
-    """The address as Go's net.IP String() writes it: an IPv4-mapped IPv6 one as IPv4."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return address
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        return str(ip.ipv4_mapped)
-    return str(ip)
 
 
 def _truncate(text: str, limit: int) -> str:
