@@ -59,6 +59,7 @@ async def test_login_sets_identity_and_strips_spoofing(addon: K8sAuth) -> None:
         (b"Accept", b"*/*"),
         (b"X-Remote-User", b"alice"),
         (b"X-Remote-Group", b"dev"),
+        (b"X-Forwarded-For", b"127.0.0.1"),  # the TCP peer (client_address.py)
         (b"Host", b"127.0.0.1:6443"),  # the chosen API server (routing.py)
     )
     assert flow.metadata == {
