@@ -159,6 +159,20 @@ async def test_a_bad_certificate_alone_is_refused_but_never_locks_out(tmp_path: 
     assert good.identity is not None
 
 
+async def test_an_unreadable_chain_refuses_the_request_even_with_a_password(
+    tmp_path: Path,
+) -> None:
+    """As Go's TLS refuses the handshake of a chain it cannot parse (peer_certificates.py)."""
+    proxy_login = login(tmp_path, ("x509", "htpasswd"))
+    basic = [basic_header("alice", ALICE_PASSWORD)[1]]
+    for _ in range(3):
+        outcome = await proxy_login.authenticate(basic, "10.0.0.1", (), unreadable_chain="why")
+        assert (outcome.identity, outcome.reason, outcome.detail) == (
+            None, "certificate not accepted", "why")  # fmt: skip
+        assert outcome.retry_after == 0
+    assert (await proxy_login.authenticate(basic, "10.0.0.1")).authenticator == "htpasswd"
+
+
 async def test_a_common_name_cannot_inject_headers(tmp_path: Path) -> None:
     outcome = await login(tmp_path, ("x509",)).authenticate([], "10.0.0.1", chain("injection"))
     assert outcome.identity is None and outcome.lines == ()

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from pathlib import Path
 
-from mitmproxy import connection, ctx, exceptions, http, tcp, tls
+from mitmproxy import certs, connection, ctx, exceptions, http, tcp, tls
 from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import server_hooks
 from mitmproxy.proxy.mode_specs import ProxyMode
@@ -24,6 +24,7 @@ from .errors import ConfigError
 from .flow_labels import label
 from .identity import asks_to_impersonate
 from .metrics import Metrics
+from .peer_certificates import NO_CHAIN, PeerChain, PeerChains, proven_chain
 from .rate_budget import RateBudget
 from .recording import Recorder
 from .reload import Reloader, restart_needed
@@ -62,6 +63,7 @@ class K8sAuth:
         # The audit log and the metrics outlive reloads: they need a restart to change.
         self.recorder = Recorder(None, None)
         self.limits = ConnectionLimits(max_total=1, max_per_client=1)
+        self.peer_chains = PeerChains()
         self.request_limits = RequestLimits(max_head_bytes=1, max_body_bytes=1)
         self.upstream_timeouts = UpstreamTimeouts(0, close_upstream_connection)
 
@@ -273,6 +275,17 @@ class K8sAuth:
         if self.runtime and not data.is_dtls:
             data.ssl_conn = self.runtime.serving.connection(ctx.options.http2)
 
+    def tls_established_client(self, data: tls.TlsData) -> None:
+        assert data.ssl_conn is not None
+        try:
+            chain = proven_chain(data.ssl_conn)
+        except Exception:
+            logger.exception("kube-front-proxy: internal error reading a client certificate")
+            chain = PeerChain(unreadable="internal error reading the client certificate chain")
+        self.peer_chains.record(data.conn.id, chain)
+        # Flows (mitmweb, -w files) show the chain that was proven, not mitmproxy's reading.
+        data.conn.certificate_list = [certs.Cert(c) for c in chain.certificates]
+
     def tls_start_server(self, data: tls.TlsData) -> None:
         if not self.runtime or data.is_dtls:
             return
@@ -326,15 +339,16 @@ class K8sAuth:
         if runtime is None or flow.client_conn.proxy_mode != self._mode:
             flow.response = status_response(503, "the proxy is not configured")
             return
-        certificates = (
-            [c.to_cryptography() for c in flow.client_conn.certificate_list]
-            if runtime.login.client_certs
-            else []
-        )
+        # Only a handshake proves a certificate: a replayed flow's client (a copy, with a new
+        # id) has none, so a replay logs in again.
+        chain = NO_CHAIN
+        if runtime.login.client_certs:
+            chain = self.peer_chains.get(flow.client_conn.id)
         outcome = await runtime.login.authenticate(
             flow.request.headers.get_all("authorization"),
             flow.client_conn.peername[0],
-            certificates,
+            chain.certificates,
+            unreadable_chain=chain.unreadable,
         )
         label(flow, outcome)
         if self.recorder.enabled:
@@ -425,6 +439,7 @@ class K8sAuth:
 
     def client_disconnected(self, client: connection.Client) -> None:
         self.limits.release(client.id, client.peername[0])
+        self.peer_chains.forget(client.id)
         if self.recorder.enabled:
             self.recorder.connection_closed(client)
 

@@ -131,9 +131,14 @@ class Login:
         authorization: Sequence[str],
         client: str,
         certificates: Sequence[x509.Certificate] = (),
+        unreadable_chain: str = "",
     ) -> Outcome:
         """Log in a request from the client address: its Authorization values and the
-        certificate chain its TLS connection presented (leaf first)."""
+        certificate chain its TLS connection proved (leaf first), or why that chain cannot
+        be read (peer_certificates.py)."""
+        if unreadable_chain:
+            # kube-apiserver (Go's TLS) refuses such a handshake: nothing on it is trusted.
+            return Outcome(None, reason="certificate not accepted", detail=unreadable_chain)
         try:
             credentials = parse_authorization(authorization)
         except MalformedCredentials as e:
