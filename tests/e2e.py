@@ -129,11 +129,14 @@ class Proxy:
         return info
 
     def raw(self, method: str, path: str, headers: list[tuple[str, str]],
-            body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
-        """One HTTPS/1.1 request with exactly these headers, repeated names included."""
+            body: bytes | None = None, source: str | None = None,
+            ) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
+        """One HTTPS/1.1 request with exactly these headers, repeated names included, from
+        the source address if given (127.0.0.2, ...)."""
         status, headers, content = raw_request(
-            "127.0.0.1", self.port, self.context(), method, path, list(headers), body
-        )
+            "127.0.0.1", self.port, self.context(), method, path, list(headers), body,
+            source=source,
+        )  # fmt: skip
         return status, dict(headers), content
 
     def context(self) -> ssl.SSLContext:

@@ -168,9 +168,14 @@ def raw_request(
     headers: list[tuple[str, str]],
     body: bytes | None = None,
     timeout: float = 30,
+    source: str | None = None,
 ) -> tuple[int, list[tuple[str, str]], bytes]:
-    """One HTTPS/1.1 request with exactly these headers, repeated names included."""
-    conn = http.client.HTTPSConnection(host, port, context=context, timeout=timeout)
+    """One HTTPS/1.1 request with exactly these headers, repeated names included; from the
+    source address if given (any of 127.0.0.0/8 reaches a proxy on 127.0.0.1)."""
+    conn = http.client.HTTPSConnection(
+        host, port, context=context, timeout=timeout,
+        source_address=(source, 0) if source else None,
+    )  # fmt: skip
     try:
         conn.putrequest(method, path, skip_accept_encoding=True)
         for name, value in headers:

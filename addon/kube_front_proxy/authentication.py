@@ -38,6 +38,24 @@ class Outcome:
     detail: str = ""  # more than the reason, for the proxy's log only
 
 
+# Every reason a refusal gives, alone or as "authenticator: reason; ..." when several refused.
+# They label the login-failure metric (metric_labels.reason): a reason missing here is counted
+# as "other".
+REASONS = frozenset({
+    "no credentials", "locked out",
+    # basic_auth.MalformedCredentials
+    "malformed Bearer token", "more than one Authorization header",
+    "unsupported authorization scheme", "Basic credentials are not valid base64 of UTF-8",
+    "Basic credentials have no ':' separator",
+    "Basic credentials are not accepted here", "Bearer credentials are not accepted here",
+    # checked(): users.header_value_problem
+    "identity contains a control character (CR, LF, NUL, ...)",
+    "identity has leading or trailing whitespace", "empty user name",
+    "certificate not accepted", "unknown token", "not an ID token", "invalid ID token",
+    "unknown user", "wrong password",
+})  # fmt: skip
+
+
 class Rejected(Exception):
     """Why credentials of an authenticator's kind did not log anyone in.
 
@@ -142,7 +160,7 @@ class Login:
         try:
             credentials = parse_authorization(authorization)
         except MalformedCredentials as e:
-            return self._refuse(str(e), None, client)
+            return self._refuse(str(e), None, client, e.detail)
         claimed = credentials.username if isinstance(credentials, Credentials) else None
         if credentials is not None:
             wait = self.lockout.retry_after(claimed, client)

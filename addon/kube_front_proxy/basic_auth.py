@@ -9,7 +9,15 @@ from dataclasses import dataclass, field
 
 
 class MalformedCredentials(ValueError):
-    """The Authorization header is present but unusable; the message never holds the secret."""
+    """The Authorization header is present but unusable; the message never holds the secret.
+
+    The message is a fixed phrase (it labels a metric); the detail, for the log only, may say
+    what the client sent.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(reason)
+        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -43,7 +51,7 @@ def parse_basic(authorization: Sequence[str]) -> Credentials | None:
         raise MalformedCredentials("more than one Authorization header")
     scheme, _, token = authorization[0].strip().partition(" ")
     if scheme.lower() != "basic":
-        raise MalformedCredentials(f"unsupported authorization scheme {scheme[:20]!r}")
+        raise MalformedCredentials("unsupported authorization scheme", f"scheme {scheme[:20]!r}")
     try:
         decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
     except (binascii.Error, ValueError):

@@ -1,7 +1,8 @@
 """Prometheus metrics, served on their own address (metrics.listen in config.yaml).
 
-Not labelled by user unless metrics.per_user is set: one series per user and verb and code
-can grow without bound on a large cluster. A registry of our own, not the global one, so that
+Every label value comes from a closed set (metric_labels.py), whatever clients send. Not
+labelled by user unless metrics.per_user is set, and then only by logged-in users, up to
+metric_labels.MAX_USERS of them. A registry of our own, not the global one, so that
 mitmproxy reloading the script does not register the same metrics twice.
 
 The same listener answers GET /healthz, for liveness and readiness probes. It is served from
@@ -23,8 +24,14 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
+from . import metric_labels
+from .authentication import REASONS
+from .config import AUTHENTICATORS
+
 # Requests through a proxy take ~1-10 ms; watches and exec sessions take minutes.
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 300)
+# The authenticator label: one of them, or none for a request that did not log in.
+_LOGINS = frozenset(AUTHENTICATORS) | {"none"}
 
 
 class _Server(ThreadingMixIn, WSGIServer):
@@ -39,6 +46,7 @@ class _QuietHandler(WSGIRequestHandler):
 class Metrics:
     def __init__(self, per_user: bool, stall_seconds: float = 10.0) -> None:
         self.per_user = per_user
+        self._user_label = metric_labels.UserLabels()
         self.stall_seconds = stall_seconds
         self._beat = time.monotonic()
         self._heartbeat: asyncio.TimerHandle | None = None
@@ -98,12 +106,19 @@ class Metrics:
         seconds: float | None,
         upstream_seconds: float | None,
     ) -> None:
-        labels = [verb, str(code), authenticator] + ([user] if self.per_user else [])
+        """One request answered; user is "" unless it logged in."""
+        verb = metric_labels.verb(verb)
+        labels = [verb, metric_labels.code(code), metric_labels.one_of(authenticator, _LOGINS)]
+        if self.per_user:
+            labels.append(self._user_label(user) if user else "")
         self.requests.labels(*labels).inc()
         if seconds is not None:
             self.duration.labels(verb).observe(seconds)
         if upstream_seconds is not None:
             self.upstream_duration.observe(upstream_seconds)
+
+    def login_failed(self, reason: str) -> None:
+        self.login_failures.labels(metric_labels.reason(reason, REASONS, AUTHENTICATORS)).inc()
 
     def serve(self, host: str, port: int) -> None:
         """Serve /metrics and /healthz; call from the proxy's event loop, which it watches."""

@@ -50,7 +50,7 @@ class Recorder:
     def login(self, flow: http.HTTPFlow, outcome: Outcome) -> None:
         """After authentication: the RequestReceived event; the API server gets its Audit-ID."""
         if outcome.identity is None and self.metrics:
-            self.metrics.login_failures.labels(outcome.reason).inc()
+            self.metrics.login_failed(outcome.reason)
         event = AuditEvent.for_request(
             flow.request.method,
             flow.request.path,
