@@ -73,6 +73,7 @@ def test_kustomize_renders_every_manifest() -> None:
         "ConfigMap/kube-front-proxy-config",
         "Deployment/kube-front-proxy",
         "Namespace/kube-front-proxy",
+        "NetworkPolicy/kube-front-proxy",
         "PodDisruptionBudget/kube-front-proxy",
         "Secret/kube-front-proxy-front-proxy",
         "Secret/kube-front-proxy-htpasswd",
@@ -150,6 +151,86 @@ def test_configmap_config_loads_with_the_files_where_the_deployment_mounts_them(
     assert writable == {confdir_in_pod, str(s.audit.path.parent).removeprefix(str(tmp_path))}
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert mounts.keys() >= writable
+
+
+def services() -> list[dict[str, Any]]:
+    return [m for m in map(manifest, kinds()) if m["kind"] == "Service"]
+
+
+def test_no_service_exposes_the_metrics_port() -> None:
+    # /metrics answers without a login: users must not reach it through a Service.
+    ports = {p["name"]: p["containerPort"] for p in container()["ports"]}
+    for service in services():
+        for port in service["spec"]["ports"]:
+            assert port["targetPort"] not in ("metrics", ports["metrics"]), service["metadata"]
+            assert port["port"] != ports["metrics"]
+    (users,) = services()
+    assert [p["targetPort"] for p in users["spec"]["ports"]] == ["https"]
+
+
+def test_the_user_facing_service_keeps_client_addresses() -> None:
+    # Lock-out budgets and connections.max_per_client count per client address: with the
+    # default policy (Cluster), kube-proxy would replace it with a node's address.
+    (users,) = services()
+    assert users["spec"]["type"] in ("LoadBalancer", "NodePort")
+    assert users["spec"]["externalTrafficPolicy"] == "Local"
+
+
+Labels = dict[str, str]
+
+
+def _selects(selector: dict[str, Any], labels: Labels) -> bool:
+    assert set(selector) <= {"matchLabels"}, "extend _selects for matchExpressions"
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def admitted(policy: dict[str, Any], port: str, namespace: Labels, pod: Labels | None) -> bool:
+    """Whether the NetworkPolicy lets a peer reach the named port of the pods it selects: a pod
+    (its namespace's and its own labels), or an address outside the cluster (pod None)."""
+    for rule in policy["spec"]["ingress"]:
+        if "ports" in rule and port not in [p["port"] for p in rule["ports"]]:
+            continue
+        if "from" not in rule:
+            return True
+        for peer in rule["from"]:
+            assert set(peer) <= {"namespaceSelector", "podSelector"}, "extend admitted()"
+            if pod is None:
+                continue
+            if "namespaceSelector" in peer:
+                in_namespace = _selects(peer["namespaceSelector"], namespace)
+            else:
+                in_namespace = namespace.get("kubernetes.io/metadata.name") == "kube-front-proxy"
+            if in_namespace and _selects(peer.get("podSelector", {}), pod):
+                return True
+    return False
+
+
+def test_the_network_policy_lets_only_prometheus_reach_the_metrics_port() -> None:
+    policy = manifest("networkpolicy.yaml")
+    pod = manifest("deployment.yaml")["spec"]["template"]["metadata"]["labels"]
+    assert _selects(policy["spec"]["podSelector"], pod)
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert {p["name"] for p in container()["ports"]} == {"https", "metrics"}
+
+    monitoring = {"kubernetes.io/metadata.name": "monitoring"}
+    prometheus = {"app.kubernetes.io/name": "prometheus"}
+    own = {"kubernetes.io/metadata.name": "kube-front-proxy"}
+    other = {"kubernetes.io/metadata.name": "default"}
+    for namespace, peer in ((other, {"app": "x"}), (own, pod), (monitoring, prometheus),
+                            ({}, None)):  # fmt: skip
+        assert admitted(policy, "https", namespace, peer)
+    assert admitted(policy, "metrics", monitoring, prometheus)
+    for namespace, peer in ((other, prometheus), (own, pod), (monitoring, {"app": "grafana"}),
+                            ({}, None)):  # fmt: skip
+        assert not admitted(policy, "metrics", namespace, peer), (namespace, peer)
+
+
+def test_prometheus_is_told_the_metrics_port() -> None:
+    template = manifest("deployment.yaml")["spec"]["template"]
+    ports = {p["name"]: p["containerPort"] for p in container()["ports"]}
+    annotations = template["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(ports["metrics"])
 
 
 def test_containerfile_installs_the_entry_script_the_deployment_runs() -> None:
