@@ -24,8 +24,13 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys; sys.exit(sys.
     "$(find_python)" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
+# Exactly the tested set (requirements*.lock, hashed; scripts/lock.sh makes them), then this
+# package itself without letting pip pick anything else.
+lock=requirements.lock
+[ "${1:-}" = "--test" ] && lock=requirements-test.lock
+.venv/bin/python -m pip install --quiet --require-hashes -r "$lock"
+.venv/bin/python -m pip install --quiet --no-deps -e .
 if [ "${1:-}" = "--test" ]; then
-    .venv/bin/python -m pip install --quiet -e '.[test]'
     # The tests make their htpasswd files with Apache's own tool.
     if ! command -v htpasswd >/dev/null 2>&1; then
         if [ "$(id -u)" = 0 ]; then
@@ -34,6 +39,4 @@ if [ "${1:-}" = "--test" ]; then
             sudo apt-get update -qq && sudo apt-get install -y -qq apache2-utils >/dev/null
         fi
     fi
-else
-    .venv/bin/python -m pip install --quiet -e .
 fi
