@@ -104,18 +104,23 @@ async def test_concurrent_first_requests_verify_once() -> None:
 
 
 async def test_verification_runs_off_the_event_loop() -> None:
-    verifier = Verifier(delay=0.3)
+    loop_ran = threading.Event()
+    threads = []
+
+    def verify() -> bool:
+        threads.append(threading.get_ident())
+        # Only the event loop sets this: it happens during the check only if the check left
+        # the loop free. Run on the loop's thread, this wait would time out and say False.
+        return loop_ran.wait(timeout=2)
+
+    async def set_from_the_loop() -> None:
+        await asyncio.sleep(0.05)
+        loop_ran.set()
+
     cache = CredentialCache(ttl=60, max_entries=10)
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        for _ in range(10):
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    await asyncio.gather(check(cache, verifier, "right"), ticker())
-    assert ticks == 10  # the loop kept running while the slow check ran
+    ok, _ = await asyncio.gather(cache.check("alice", "pw", "$apr1$h", verify), set_from_the_loop())
+    assert ok
+    assert threads and threads[0] != threading.get_ident()
 
 
 async def test_ttl_zero_disables_the_cache() -> None:
