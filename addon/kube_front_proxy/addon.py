@@ -13,10 +13,10 @@ from pathlib import Path
 
 from mitmproxy import certs, connection, ctx, exceptions, http, tcp, tls
 from mitmproxy.addonmanager import Loader
-from mitmproxy.proxy import server_hooks
+from mitmproxy.proxy import layer, server_hooks
 from mitmproxy.proxy.mode_specs import ProxyMode
 
-from . import error_pages, lean, reuse_port, seam, service_account, upstream_retry
+from . import error_pages, lean, reuse_port, seam, service_account, tls_only, upstream_retry
 from .audit import AuditLog
 from .client_address import forwarded_for
 from .connection_limits import ConnectionLimits
@@ -270,6 +270,9 @@ class K8sAuth:
         if refused:
             client.error = f"refused: {refused}"
             logger.warning("kube-front-proxy: refused a connection: %s", refused)
+
+    def next_layer(self, nextlayer: layer.NextLayer) -> None:
+        tls_only.first_layer(nextlayer, self._mode)
 
     def tls_start_client(self, data: tls.TlsData) -> None:
         if self.runtime and not data.is_dtls:
