@@ -35,6 +35,7 @@ from .request_limits import (
     install_request_limits,
 )
 from .runtime import Runtime, build_runtime
+from .seam import body_after_login
 from .status import status_response, too_many_requests, unauthorized
 from .streaming import forget_relayed, must_stream
 from .upstream_timeout import (
@@ -88,6 +89,7 @@ class K8sAuth:
         error_pages.install()
         install_request_limits(self.request_limits)
         service_account.install()
+        body_after_login.install()
 
     def configure(self, updated: set[str]) -> None:
         refused = lean.refused(ctx.options, updated)
@@ -316,8 +318,8 @@ class K8sAuth:
             flow.response = status_response(500, message)
             self.recorder.internal_error(flow, message)
         if flow.response:
-            # Refused: its body must not be streamed upstream (mitmproxy cannot answer and
-            # stream at once, and drops the connection); request_limits bounds what is read.
+            # Refused: its body is not read (body_after_login), let alone streamed upstream
+            # (mitmproxy cannot answer and stream at once, and drops the connection).
             flow.request.stream = False
 
     def _limit_http2_head(self, flow: http.HTTPFlow) -> None:

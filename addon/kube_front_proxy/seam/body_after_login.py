@@ -1,0 +1,173 @@
+"""A request body is read only after its login succeeded.
+
+mitmproxy reads a request body as it arrives, whatever its addons decide:
+
+- while the requestheaders hook runs (where the login is checked: a bcrypt check on a worker
+  thread, an OIDC key fetch), its read loop goes on reading the client connection, and the body
+  piles up in the paused HttpStream (HTTP/2 opens its windows to 2^31-1, so nothing pushes back);
+- a request that hook answered (401, 429, 403, ...) is answered only once its whole body has
+  been read and stored, up to `limits.max_request_body_mb`;
+- `Expect: 100-continue` gets its `100` before that answer, inviting the body.
+
+Thirty clients without a login, each sending 3 MiB, grew the proxy by about 150 MB. No hook can
+stop mitmproxy reading, so two of its methods are replaced:
+
+- `HttpStream.state_wait_for_request_headers`, where a request head is handled: while a request
+  with a body to come is decided (hooks, upstream connection), its client connection is not
+  read. A request the hook answered gets no `100`, and its answer at once: over HTTP/1 with
+  `Connection: close`, and the connection is closed (the body is never parsed); over HTTP/2 the
+  stream is reset with CANCEL after the answer (RFC 9113 8.1), and DATA still in flight is
+  dropped by h2 on arrival.
+- `ConnectionHandler.drain_writers`, which mitmproxy's read loop awaits after handling each read
+  so that it reads no faster than it can write: the client's loop also waits there while one of
+  its requests is held, so TCP pushes back on the client as nginx's does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Generator
+from typing import Any
+
+from mitmproxy.proxy import commands
+from mitmproxy.proxy.layers.http import HttpStream, SendHttp
+from mitmproxy.proxy.layers.http._events import (
+    ErrorCode,
+    RequestEndOfMessage,
+    RequestHeaders,
+    ResponseHeaders,
+    ResponseProtocolError,
+)
+from mitmproxy.proxy.server import ConnectionHandler
+
+from . import pin, replace
+
+_Commands = Generator[commands.Command, Any, None]
+
+
+class ReadHolds:
+    """Client connections (by id) that are not to be read for now; holds nest."""
+
+    def __init__(self) -> None:
+        self._holds: Counter[str] = Counter()
+        self._released: dict[str, asyncio.Event] = {}
+
+    def hold(self, client_id: str) -> None:
+        self._holds[client_id] += 1
+
+    def release(self, client_id: str) -> None:
+        self._holds[client_id] -= 1
+        if self._holds[client_id] <= 0:
+            del self._holds[client_id]
+            released = self._released.pop(client_id, None)
+            if released:
+                released.set()
+
+    def held(self, client_id: str) -> bool:
+        return client_id in self._holds
+
+    async def wait(self, client_id: str) -> None:
+        while client_id in self._holds:
+            await self._released.setdefault(client_id, asyncio.Event()).wait()
+
+
+holds = ReadHolds()
+
+
+def _is_continue(command: commands.Command) -> bool:
+    return (
+        isinstance(command, SendHttp)
+        and isinstance(command.event, ResponseHeaders)
+        and command.event.response.status_code == 100
+    )
+
+
+def _answer_unread(stream: HttpStream) -> _Commands:
+    """Answer a request whose answer a hook set, leaving its body unread."""
+    assert stream.flow.response
+    http2 = stream.flow.request.is_http2
+    if not http2:
+        stream.flow.response.headers["connection"] = "close"
+    # The request ends where it stands: mitmproxy's own path for a request a hook answered
+    # (request, responseheaders and response hooks, then the answer) runs from here.
+    yield from stream.state_consume_request_body(RequestEndOfMessage(stream.stream_id))
+    if stream.client_state != stream.state_done:
+        return  # killed meanwhile: mitmproxy has ended it
+    if http2:
+        cancel = ResponseProtocolError(stream.stream_id, "body not read", ErrorCode.CANCEL)
+        yield SendHttp(cancel, stream.context.client)
+    else:
+        yield commands.CloseConnection(stream.context.client)
+    # What the client sent meanwhile (queued while the hooks ran) is dropped unread.
+    stream.client_state = stream.state_errored
+
+
+def install() -> None:
+    """Idempotent."""
+    global _handle_head, _drain_writers_original
+    _handle_head = replace(
+        HttpStream,
+        "state_wait_for_request_headers",
+        _state_wait_for_request_headers,
+        fingerprint="85b959d19c359321",
+        why="hold the client's reads while a request head is decided; answer a refused "
+        "request without its body, and without a 100 Continue",
+    )
+    pin(
+        HttpStream,
+        "state_consume_request_body",
+        fingerprint="e3ee3fd9f617f517",
+        why="its end-of-message branch answers a request a hook answered (body_after_login)",
+    )
+    _drain_writers_original = replace(
+        ConnectionHandler,
+        "drain_writers",
+        _drain_writers,
+        fingerprint="e7d7a0d4bdd7ddf8",
+        why="the client's read loop also waits while one of its request heads is decided",
+    )
+    pin(
+        ConnectionHandler,
+        "handle_connection",
+        fingerprint="2cd24c42884752ac",
+        why="its read loop awaits drain_writers after each read (body_after_login)",
+    )
+
+
+_handle_head: Any = HttpStream.state_wait_for_request_headers
+_drain_writers_original: Any = ConnectionHandler.drain_writers
+
+
+def _state_wait_for_request_headers(self: HttpStream, event: RequestHeaders) -> _Commands:
+    body_follows = not event.end_stream
+    client_id = self.context.client.id
+    if body_follows:
+        holds.hold(client_id)
+    handled = _handle_head(self, event)
+    try:
+        reply = None
+        while True:
+            try:
+                command = handled.send(reply)
+            except StopIteration:
+                break
+            if _is_continue(command) and self.flow.response is not None:
+                reply = None  # refused: the body is not wanted
+                continue
+            reply = yield command
+        refused = self.flow.response is not None
+        if body_follows and refused and self.client_state == self.state_consume_request_body:
+            yield from _answer_unread(self)
+    finally:
+        handled.close()
+        if body_follows:
+            holds.release(client_id)
+
+
+async def _drain_writers(self: ConnectionHandler) -> None:
+    await _drain_writers_original(self)
+    if holds.held(self.client.id):
+        io = self.transports.get(self.client)
+        if io is not None and io.handler is asyncio.current_task():
+            await holds.wait(self.client.id)
