@@ -142,9 +142,12 @@ class Proxy:
     def context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.pki / "proxy-ca.crt"))
 
-    def exchange(self, data: bytes, source: str = "127.0.0.1", timeout: float = 10) -> bytes:
-        """Raw bytes to the proxy over TLS (from `source`, any 127.x address); its answer."""
-        return tls_exchange(self.port, self.context(), data, source=source, timeout=timeout)
+    def exchange(self, data: bytes, source: str = "127.0.0.1", timeout: float = 10,
+                 until: bytes | None = None) -> bytes:  # fmt: skip
+        """Raw bytes to the proxy over TLS (from `source`, any 127.x address); its answer
+        (what came until the proxy closed, or until `until` came)."""
+        return tls_exchange(self.port, self.context(), data, source=source, timeout=timeout,
+                            until=until)  # fmt: skip
 
 
 def basic_header(user: str, password: str) -> tuple[str, str]:

@@ -196,9 +196,11 @@ def tls_exchange(
     *,
     source: str = "127.0.0.1",
     timeout: float = 10,
+    until: bytes | None = None,
 ) -> bytes:
     """Send raw bytes over one TLS connection from `source` and read until the server closes
-    it (or `timeout` passes without a byte: then what came so far, for a hung connection)."""
+    it, or what has come holds `until` (or `timeout` passes without a byte: then what came so
+    far, for a hung connection)."""
     raw = socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0))
     with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
         tls.sendall(data)
@@ -211,6 +213,8 @@ def tls_exchange(
             if not chunk:
                 return out
             out += chunk
+            if until is not None and until in out:
+                return out
 
 
 def rss_mib(pid: int) -> float:

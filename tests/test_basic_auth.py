@@ -4,7 +4,16 @@ import base64
 
 import pytest
 
-from kube_front_proxy.basic_auth import Credentials, MalformedCredentials, parse_basic
+from kube_front_proxy.basic_auth import (
+    WEBSOCKET_BEARER_PREFIX,
+    BearerToken,
+    Credentials,
+    MalformedCredentials,
+    WebSocketProtocols,
+    parse_basic,
+    parse_credentials,
+    parse_websocket_bearer,
+)
 
 
 def basic(raw: bytes, scheme: str = "Basic") -> str:
@@ -42,3 +51,45 @@ def test_password_never_in_repr_or_error() -> None:
     with pytest.raises(MalformedCredentials) as e:
         parse_basic([basic(b"alice:hunter2"), basic(b"x:hunter2")])
     assert "hunter2" not in str(e.value)
+
+
+def _ws(*bearer: str, others: int = 1) -> WebSocketProtocols:
+    return WebSocketProtocols(bearer, others)
+
+
+def test_websocket_bearer_subprotocol_as_kube_apiserver_reads_it() -> None:
+    token = "tök.en-1"
+    encoded = base64.urlsafe_b64encode(token.encode()).decode().rstrip("=")
+    assert parse_websocket_bearer(_ws(WEBSOCKET_BEARER_PREFIX + encoded)) == BearerToken(token)
+    assert parse_websocket_bearer(_ws()) is None
+    assert parse_websocket_bearer(_ws(WEBSOCKET_BEARER_PREFIX)) is None  # empty: no opinion
+    assert parse_credentials([], _ws(WEBSOCKET_BEARER_PREFIX + encoded)) == BearerToken(token)
+    assert parse_credentials([basic(b"a:b")], None) == Credentials("a", "b")
+
+
+@pytest.mark.parametrize(
+    ("protocols", "authorization"),
+    [
+        (_ws(WEBSOCKET_BEARER_PREFIX + "dA", WEBSOCKET_BEARER_PREFIX + "dA"), []),
+        (_ws(WEBSOCKET_BEARER_PREFIX + "dA", others=0), []),
+        (_ws(WEBSOCKET_BEARER_PREFIX + "dA=="), []),  # padded
+        (_ws(WEBSOCKET_BEARER_PREFIX + "d+A/"), []),  # not the URL alphabet
+        (_ws(WEBSOCKET_BEARER_PREFIX + "_w"), []),  # 0xff: not UTF-8
+        (_ws(WEBSOCKET_BEARER_PREFIX + "dA"), [basic(b"a:b")]),
+    ],
+)
+def test_malformed_websocket_bearer_subprotocols(
+    protocols: WebSocketProtocols, authorization: list[str]
+) -> None:
+    with pytest.raises(MalformedCredentials) as e:
+        parse_credentials(authorization, protocols)
+    assert "dA" not in str(e.value)
+
+
+def test_a_bare_token_is_never_quoted_as_a_scheme() -> None:
+    with pytest.raises(MalformedCredentials) as e:
+        parse_basic(["s3cr3t-token-without-scheme"])
+    assert "s3cr3t" not in str(e.value) + e.value.detail
+    with pytest.raises(MalformedCredentials) as e:
+        parse_basic(["Digest username=x"])
+    assert "Digest" in e.value.detail

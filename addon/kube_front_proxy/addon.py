@@ -16,9 +16,19 @@ from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import layer, server_hooks
 from mitmproxy.proxy.mode_specs import ProxyMode
 
-from . import error_pages, lean, reuse_port, seam, service_account, tls_only, upstream_retry
+from . import (
+    error_pages,
+    lean,
+    quoted_bytes,
+    reuse_port,
+    seam,
+    service_account,
+    tls_only,
+    upstream_retry,
+)
 from .audit import AuditLog
 from .client_address import forwarded_for
+from .client_credentials import SentCredentials, drop_trailers, take_credentials
 from .connection_limits import ConnectionLimits
 from .errors import ConfigError
 from .flow_labels import label
@@ -35,7 +45,7 @@ from .request_limits import (
     install_request_limits,
 )
 from .runtime import Runtime, build_runtime
-from .seam import body_after_login
+from .seam import body_after_login, http1_trailers
 from .status import status_response, too_many_requests, unauthorized
 from .streaming import forget_relayed, must_stream
 from .upstream_timeout import (
@@ -90,6 +100,8 @@ class K8sAuth:
         install_request_limits(self.request_limits)
         service_account.install()
         body_after_login.install()
+        http1_trailers.install()
+        quoted_bytes.install()
 
     def configure(self, updated: set[str]) -> None:
         refused = lean.refused(ctx.options, updated)
@@ -306,9 +318,11 @@ class K8sAuth:
 
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         try:
+            # Every flow, refused ones too: flows are shown in mitmweb and saved with -w.
+            sent = take_credentials(flow.request)
             self._limit_http2_head(flow)
             if not flow.response:
-                await self._authenticate(flow)
+                await self._authenticate(flow, sent)
             if not flow.response:
                 self._route(flow)
         except Exception:
@@ -327,11 +341,11 @@ class K8sAuth:
         request = flow.request
         if request.is_http2 and http2_head_size(request) > self.request_limits.max_head_bytes:
             logger.info("kube-front-proxy: request refused: HTTP/2 head over the limit")
-            # Not authenticated, so the password would stay in the flow (mitmweb, -w files).
-            request.headers.pop("authorization", None)
             flow.response = head_too_large_status()
 
     def request(self, flow: http.HTTPFlow) -> None:
+        # Trailers come after the head; mitmproxy sends them on after this hook.
+        drop_trailers(flow.request)
         if not flow.response:
             try:
                 self.upstream_timeouts.start(flow)
@@ -339,7 +353,7 @@ class K8sAuth:
                 logger.exception("kube-front-proxy: internal error; request refused")
                 flow.response = status_response(500, "internal error in the authenticating proxy")
 
-    async def _authenticate(self, flow: http.HTTPFlow) -> None:
+    async def _authenticate(self, flow: http.HTTPFlow, sent: SentCredentials) -> None:
         runtime = self.runtime
         if runtime is None or flow.client_conn.proxy_mode != self._mode:
             flow.response = status_response(503, "the proxy is not configured")
@@ -350,18 +364,16 @@ class K8sAuth:
         if runtime.login.client_certs:
             chain = self.peer_chains.get(flow.client_conn.id)
         outcome = await runtime.login.authenticate(
-            flow.request.headers.get_all("authorization"),
+            sent.authorization,
             flow.client_conn.peername[0],
             chain.certificates,
             unreadable_chain=chain.unreadable,
+            websocket=sent.websocket,
         )
         label(flow, outcome)
         if self.recorder.enabled:
             self.recorder.login(flow, outcome)
         if outcome.identity is None:
-            # The attempt's password must not stay in the flow: flows are shown in mitmweb and
-            # saved with -w. (On success the identity headers replace it.)
-            flow.request.headers.pop("authorization", None)
             logger.info(
                 "kube-front-proxy: login refused from %s: %s (user %r)%s",
                 flow.client_conn.peername[0],
@@ -455,6 +467,9 @@ class K8sAuth:
         data.server.error = None
 
     def error(self, flow: http.HTTPFlow) -> None:
+        if flow.error:
+            # Before mitmdump prints it and the flow is saved (both come after this hook).
+            flow.error.msg = quoted_bytes.withhold_bytes(flow.error.msg)
         self.upstream_timeouts.stop(flow)
         if self.runtime:
             self.runtime.router.failed(flow)

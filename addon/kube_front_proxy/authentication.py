@@ -11,7 +11,13 @@ from functools import partial
 
 from cryptography import x509
 
-from .basic_auth import BearerToken, Credentials, MalformedCredentials, parse_authorization
+from .basic_auth import (
+    BearerToken,
+    Credentials,
+    MalformedCredentials,
+    WebSocketProtocols,
+    parse_credentials,
+)
 from .client_certs import CertificateRejected, ClientCertAuthenticator
 from .config import AUTHENTICATORS
 from .credential_cache import CredentialCache
@@ -150,15 +156,16 @@ class Login:
         client: str,
         certificates: Sequence[x509.Certificate] = (),
         unreadable_chain: str = "",
+        websocket: WebSocketProtocols | None = None,
     ) -> Outcome:
-        """Log in a request from the client address: its Authorization values and the
-        certificate chain its TLS connection proved (leaf first), or why that chain cannot
-        be read (peer_certificates.py)."""
+        """Log in a request from the client address: its Authorization values, the
+        certificate chain its TLS connection proved (leaf first) or why that chain cannot be
+        read (peer_certificates.py), and a WebSocket's bearer subprotocol."""
         if unreadable_chain:
             # kube-apiserver (Go's TLS) refuses such a handshake: nothing on it is trusted.
             return Outcome(None, reason="certificate not accepted", detail=unreadable_chain)
         try:
-            credentials = parse_authorization(authorization)
+            credentials = parse_credentials(authorization, websocket)
         except MalformedCredentials as e:
             return self._refuse(str(e), None, client, e.detail)
         claimed = credentials.username if isinstance(credentials, Credentials) else None
