@@ -47,6 +47,7 @@ class H2Client:
         self.conn.initiate_connection()
         self.responses: dict[int, H2Response] = {}
         self.goaway: int | None = None
+        self.pings_acked = 0
         self._flush()
 
     def request(
@@ -78,6 +79,13 @@ class H2Client:
     def reset(self, stream_id: int) -> None:
         self.conn.reset_stream(stream_id, ErrorCodes.CANCEL)
         self._flush()
+
+    def ping(self, timeout: float = 30) -> None:
+        """A PING, and its ACK: the server has read everything sent before it."""
+        acked = self.pings_acked
+        self.conn.ping(b"syncsync")
+        self._flush()
+        self.wait(lambda: self.pings_acked > acked, timeout)
 
     def wait(self, done: Callable[[], bool], timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -116,6 +124,8 @@ class H2Client:
             r.ended = True
         elif isinstance(event, h2.events.StreamReset) and r is not None:
             r.reset = event.error_code
+        elif isinstance(event, h2.events.PingAckReceived):
+            self.pings_acked += 1
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.goaway = event.error_code
 
