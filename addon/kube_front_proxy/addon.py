@@ -33,6 +33,7 @@ from .connection_limits import ConnectionLimits
 from .errors import ConfigError
 from .flow_labels import label
 from .identity import asks_to_impersonate
+from .message_log import MessageLog, describe
 from .metrics import Metrics
 from .peer_certificates import NO_CHAIN, PeerChain, PeerChains, proven_chain
 from .rate_budget import RateBudget
@@ -45,7 +46,14 @@ from .request_limits import (
     install_request_limits,
 )
 from .runtime import Runtime, build_runtime
-from .seam import body_after_login, http1_trailers, rapid_reset
+from .seam import (
+    body_after_login,
+    dumper_lines,
+    http1_trailers,
+    rapid_reset,
+    upgraded_backpressure,
+    websocket_relay,
+)
 from .status import status_response, too_many_requests, unauthorized
 from .streaming import forget_relayed, must_stream
 from .upstream_timeout import (
@@ -77,6 +85,8 @@ class K8sAuth:
         self.peer_chains = PeerChains()
         self.request_limits = RequestLimits(max_head_bytes=1, max_body_bytes=1)
         self.upstream_timeouts = UpstreamTimeouts(0, close_upstream_connection)
+        self.websocket_limits = websocket_relay.RelayLimits(max_message_bytes=1)
+        self.message_log = MessageLog()
         self.reset_limit = rapid_reset.ResetLimit(per_minute=1)
 
     def load(self, loader: Loader) -> None:
@@ -103,6 +113,9 @@ class K8sAuth:
         body_after_login.install()
         http1_trailers.install()
         quoted_bytes.install()
+        websocket_relay.install(self.websocket_limits, self.message_log)
+        upgraded_backpressure.install()
+        dumper_lines.install(self.message_log)
         rapid_reset.install(self.reset_limit)
 
     def configure(self, updated: set[str]) -> None:
@@ -260,6 +273,7 @@ class K8sAuth:
         self.request_limits.max_head_bytes = runtime.settings.max_request_head_bytes
         self.request_limits.max_body_bytes = runtime.settings.max_request_body_bytes
         self.upstream_timeouts.seconds = runtime.settings.upstream.response_timeout
+        self.websocket_limits.max_message_bytes = runtime.settings.max_websocket_message_bytes
         self.reset_limit.per_minute = runtime.settings.http2_resets_per_minute
 
     def done(self) -> None:
@@ -443,8 +457,26 @@ class K8sAuth:
             self.recorder.response_done(flow)
 
     def websocket_end(self, flow: http.HTTPFlow) -> None:
+        self._end_message_log(flow)
         if self.recorder.enabled:
             self.recorder.websocket_done(flow)
+
+    def tcp_end(self, flow: tcp.TCPFlow) -> None:
+        self._end_message_log(flow)
+
+    def tcp_error(self, flow: tcp.TCPFlow) -> None:
+        self._end_message_log(flow)
+
+    def _end_message_log(self, flow: http.HTTPFlow | tcp.TCPFlow) -> None:
+        unsummarised, hidden = self.message_log.end(flow.id)
+        if hidden:
+            logger.info(
+                "kube-front-proxy: %s ended; %s of its messages were not logged one by one "
+                "(%s since the last summary)",
+                describe(flow),
+                hidden,
+                unsummarised,
+            )
 
     def websocket_message(self, flow: http.HTTPFlow) -> None:
         if flow.websocket and not self._keep_upgraded_messages():

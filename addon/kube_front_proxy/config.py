@@ -129,6 +129,7 @@ class Settings:
     max_connections_per_client: int
     max_request_head_bytes: int = 64 * 1024
     max_request_body_bytes: int = 3 * 1024 * 1024
+    max_websocket_message_bytes: int = 4 * 1024 * 1024
     http2_resets_per_minute: int = 100
 
 
@@ -225,7 +226,7 @@ def load_settings(path: Path) -> Settings:
     connections.finish()
 
     limits = root.section("limits")
-    max_request_head_bytes, max_request_body_bytes = _limits(limits)
+    max_request_head_bytes, max_request_body_bytes, max_websocket_message_bytes = _limits(limits)
     http2_resets_per_minute = _http2_resets(limits)
     limits.finish()
 
@@ -263,6 +264,7 @@ def load_settings(path: Path) -> Settings:
         max_connections_per_client=max_connections_per_client,
         max_request_head_bytes=max_request_head_bytes,
         max_request_body_bytes=max_request_body_bytes,
+        max_websocket_message_bytes=max_websocket_message_bytes,
         http2_resets_per_minute=http2_resets_per_minute,
     )
 
@@ -275,20 +277,26 @@ def _response_timeout(section: Section) -> int:
     return seconds
 
 
-def _limits(section: Section) -> tuple[int, int]:
-    """Request head and body limits, in bytes.
+def _limits(section: Section) -> tuple[int, int, int]:
+    """Request head and body limits, and the WebSocket message limit, in bytes.
 
     The body default is kube-apiserver's MaxRequestBodyBytes (3 MiB, k8s.io/apiserver/pkg/server/
     config.go): the proxy refuses nothing the API server would take. The head default is twice
-    nginx's (4 x 8 KiB buffers) and what HTTP/2 allows here anyway (hpack: 64 KiB).
+    nginx's (4 x 8 KiB buffers) and what HTTP/2 allows here anyway (hpack: 64 KiB). The largest
+    WebSocket message the API server sends is one watch event, one object (etcd takes 1.5 MiB,
+    a Secret's JSON is a third larger); kubectl's exec, cp and port-forward frames are at most
+    33 KiB: 4 MiB keeps both, and bounds what a session holds.
     """
     head_kb = section.integer("max_request_header_kb", 64)
     body_mb = section.integer("max_request_body_mb", 3)
+    websocket_mb = section.integer("max_websocket_message_mb", 4)
     if head_kb < 1:
         raise section.error("max_request_header_kb", "must be at least 1")
     if body_mb < 1:
         raise section.error("max_request_body_mb", "must be at least 1")
-    return head_kb * 1024, body_mb * 1024 * 1024
+    if websocket_mb < 1:
+        raise section.error("max_websocket_message_mb", "must be at least 1")
+    return head_kb * 1024, body_mb * 1024 * 1024, websocket_mb * 1024 * 1024
 
 
 def _http2_resets(section: Section) -> int:

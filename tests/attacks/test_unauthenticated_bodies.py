@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -21,7 +20,7 @@ import pytest
 
 from ..e2e import Emulator, Proxy, basic_header, password_of, start_proxy_for
 from ..h2client import H2Client, H2Response
-from ..support import rss_mib
+from ..support import PeakRss
 
 MIB = 1024 * 1024
 BODY = 3 * MIB  # the default body limit: the largest body the proxy accepts
@@ -37,33 +36,6 @@ def proxy(
                         "--set", "flow_detail=0")  # fmt: skip
     yield p
     p.process.stop()
-
-
-class PeakRss:
-    """The highest VmRSS of a process while the `with` block runs, sampled every 10 ms."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.before = self.peak = rss_mib(pid)
-        self._stop = threading.Event()
-        self._sampler = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.01):
-            self.peak = max(self.peak, rss_mib(self.pid))
-
-    @property
-    def growth(self) -> float:
-        return self.peak - self.before
-
-    def __enter__(self) -> PeakRss:
-        self._sampler.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._sampler.join()
-        self.peak = max(self.peak, rss_mib(self.pid))
 
 
 def tls_socket(proxy: Proxy, source: str = "127.0.0.1") -> ssl.SSLSocket:

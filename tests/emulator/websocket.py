@@ -31,7 +31,8 @@ from .tunnel import Transport
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 CLOSE_NORMAL = 1000
 CLOSE_PROTOCOL_ERROR = 1002
-MAX_MESSAGE = 16 << 20
+# golang.org/x/net/websocket DefaultMaxPayloadBytes: the largest frame wsstream reads.
+MAX_MESSAGE = 32 << 20
 
 
 class Opcode(enum.IntEnum):

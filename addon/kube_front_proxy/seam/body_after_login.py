@@ -10,23 +10,20 @@ mitmproxy reads a request body as it arrives, whatever its addons decide:
 - `Expect: 100-continue` gets its `100` before that answer, inviting the body.
 
 Thirty clients without a login, each sending 3 MiB, grew the proxy by about 150 MB. No hook can
-stop mitmproxy reading, so two of its methods are replaced:
+stop mitmproxy reading, so:
 
-- `HttpStream.state_wait_for_request_headers`, where a request head is handled: while a request
-  with a body to come is decided (hooks, upstream connection), its client connection is not
-  read. A request the hook answered gets no `100`, and its answer at once: over HTTP/1 with
-  `Connection: close`, and the connection is closed (the body is never parsed); over HTTP/2 the
-  stream is reset with CANCEL after the answer (RFC 9113 8.1), and DATA still in flight is
-  dropped by h2 on arrival.
-- `ConnectionHandler.drain_writers`, which mitmproxy's read loop awaits after handling each read
-  so that it reads no faster than it can write: the client's loop also waits there while one of
-  its requests is held, so TCP pushes back on the client as nginx's does.
+- `HttpStream.state_wait_for_request_headers`, where a request head is handled, is replaced:
+  while a request with a body to come is decided (hooks, upstream connection), its client
+  connection is not read. A request the hook answered gets no `100`, and its answer at once:
+  over HTTP/1 with `Connection: close`, and the connection is closed (the body is never
+  parsed); over HTTP/2 the stream is reset with CANCEL after the answer (RFC 9113 8.1), and
+  DATA still in flight is dropped by h2 on arrival.
+- the client's read loop is held (read_holds.py) while one of its requests is decided, so TCP
+  pushes back on the client as nginx's does.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections import Counter
 from collections.abc import Generator
 from typing import Any
 
@@ -39,40 +36,11 @@ from mitmproxy.proxy.layers.http._events import (
     ResponseHeaders,
     ResponseProtocolError,
 )
-from mitmproxy.proxy.server import ConnectionHandler
 
-from . import pin, replace
+from . import pin, read_holds, replace
+from .read_holds import holds
 
 _Commands = Generator[commands.Command, Any, None]
-
-
-class ReadHolds:
-    """Client connections (by id) that are not to be read for now; holds nest."""
-
-    def __init__(self) -> None:
-        self._holds: Counter[str] = Counter()
-        self._released: dict[str, asyncio.Event] = {}
-
-    def hold(self, client_id: str) -> None:
-        self._holds[client_id] += 1
-
-    def release(self, client_id: str) -> None:
-        self._holds[client_id] -= 1
-        if self._holds[client_id] <= 0:
-            del self._holds[client_id]
-            released = self._released.pop(client_id, None)
-            if released:
-                released.set()
-
-    def held(self, client_id: str) -> bool:
-        return client_id in self._holds
-
-    async def wait(self, client_id: str) -> None:
-        while client_id in self._holds:
-            await self._released.setdefault(client_id, asyncio.Event()).wait()
-
-
-holds = ReadHolds()
 
 
 def _is_continue(command: commands.Command) -> bool:
@@ -105,7 +73,7 @@ def _answer_unread(stream: HttpStream) -> _Commands:
 
 def install() -> None:
     """Idempotent."""
-    global _handle_head, _drain_writers_original
+    global _handle_head
     _handle_head = replace(
         HttpStream,
         "state_wait_for_request_headers",
@@ -120,23 +88,10 @@ def install() -> None:
         fingerprint="e3ee3fd9f617f517",
         why="its end-of-message branch answers a request a hook answered (body_after_login)",
     )
-    _drain_writers_original = replace(
-        ConnectionHandler,
-        "drain_writers",
-        _drain_writers,
-        fingerprint="e7d7a0d4bdd7ddf8",
-        why="the client's read loop also waits while one of its request heads is decided",
-    )
-    pin(
-        ConnectionHandler,
-        "handle_connection",
-        fingerprint="2cd24c42884752ac",
-        why="its read loop awaits drain_writers after each read (body_after_login)",
-    )
+    read_holds.install()
 
 
 _handle_head: Any = HttpStream.state_wait_for_request_headers
-_drain_writers_original: Any = ConnectionHandler.drain_writers
 
 
 def _state_wait_for_request_headers(self: HttpStream, event: RequestHeaders) -> _Commands:
@@ -163,11 +118,3 @@ def _state_wait_for_request_headers(self: HttpStream, event: RequestHeaders) -> 
         handled.close()
         if body_follows:
             holds.release(client_id)
-
-
-async def _drain_writers(self: ConnectionHandler) -> None:
-    await _drain_writers_original(self)
-    if holds.held(self.client.id):
-        io = self.transports.get(self.client)
-        if io is not None and io.handler is asyncio.current_task():
-            await holds.wait(self.client.id)
