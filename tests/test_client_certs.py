@@ -117,7 +117,7 @@ def login(tmp_path: Path, order: tuple[str, ...]) -> Login:
         users={},
         writer=IdentityHeaderWriter(HeaderNames()),
         cache=CredentialCache(300, 100),
-        lockout=Lockout(LockoutPolicy(user_failures=2, client_failures=2)),
+        lockout=Lockout(LockoutPolicy(per_user_and_address=2, per_address=2)),
         order=order,
         htpasswd=Htpasswd(htpasswd_ref(tmp_path / "htpasswd")),
         client_certs=ClientCertAuthenticator([USERS_CA.cert]),

@@ -164,16 +164,41 @@ class Login:
         if unreadable_chain:
             # kube-apiserver (Go's TLS) refuses such a handshake: nothing on it is trusted.
             return Outcome(None, reason="certificate not accepted", detail=unreadable_chain)
+        malformed = None
         try:
             credentials = parse_credentials(authorization, websocket)
         except MalformedCredentials as e:
-            return self._refuse(str(e), None, client, e.detail)
+            credentials, malformed = None, e
+        if credentials is None and malformed is None:
+            # Only a certificate, if any: nothing a guesser could try again.
+            return await self._log_in(None, certificates)
         claimed = credentials.username if isinstance(credentials, Credentials) else None
-        if credentials is not None:
-            wait = self.lockout.retry_after(claimed, client)
-            if wait > 0:
-                # Refused before any hash runs: a locked-out attack costs a dictionary lookup.
-                return Outcome(None, reason="locked out", claimed_user=claimed, retry_after=wait)
+        attempt = await self.lockout.attempt(claimed, client, hash(tuple(authorization)))
+        if attempt.retry_after > 0:
+            # Refused before any hash runs: a locked-out attack costs a dictionary lookup.
+            return Outcome(
+                None, reason="locked out", claimed_user=claimed, retry_after=attempt.retry_after
+            )
+        try:
+            if malformed is not None:
+                outcome = Outcome(None, reason=str(malformed), detail=malformed.detail)
+            else:
+                outcome = await self._log_in(credentials, certificates)
+        except BaseException:
+            self.lockout.abandon(attempt)
+            raise
+        if outcome.identity is None:
+            await self.lockout.failed(attempt)
+        else:
+            await self.lockout.succeeded(attempt, outcome.identity.user)
+        return outcome
+
+    async def _log_in(
+        self,
+        credentials: Credentials | BearerToken | None,
+        certificates: Sequence[x509.Certificate],
+    ) -> Outcome:
+        claimed = credentials.username if isinstance(credentials, Credentials) else None
         rejections: list[tuple[str, Rejected]] = []
         for name, step in self._steps:
             try:
@@ -183,7 +208,6 @@ class Login:
                 continue
             if attempt is not None:
                 identity, lines = attempt
-                self.lockout.succeeded(identity.user, client)
                 return Outcome(identity, lines, claimed_user=identity.user, authenticator=name)
         if not rejections:
             if credentials is None:
@@ -195,14 +219,7 @@ class Login:
         else:
             reason = "; ".join(f"{name}: {e.reason}" for name, e in rejections)
         detail = "; ".join(e.detail for _, e in rejections if e.detail)
-        if credentials is None:
-            # Only a certificate that did not verify: nothing a guesser could try again.
-            return Outcome(None, reason=reason, detail=detail)
-        return self._refuse(reason, claimed, client, detail)
-
-    def _refuse(self, reason: str, user: str | None, client: str, detail: str = "") -> Outcome:
-        self.lockout.failed(user, client)
-        return Outcome(None, reason=reason, claimed_user=user, detail=detail)
+        return Outcome(None, reason=reason, claimed_user=claimed, detail=detail)
 
     def _dynamic(self, identity: Identity) -> Attempt:
         full = with_users_yaml(checked(identity), self._users)

@@ -357,10 +357,15 @@ def _host_port(section: Section, key: str) -> tuple[str, int]:
 
 
 def _lockout(section: Section) -> LockoutPolicy:
+    for old in ("user_failures", "client_failures", "first_seconds", "max_seconds"):
+        if section.has(old):
+            raise section.error(old, "replaced by per_address, per_user_and_address, per_user "
+                                "and per_address_past_user_budget (failures per day)")  # fmt: skip
     default = LockoutPolicy()
     values = {}
-    for key in ("user_failures", "client_failures", "first_seconds", "max_seconds", "max_tracked"):
-        value = section.integer(key, int(getattr(default, key)))
+    for key in ("per_address", "per_user_and_address", "per_user",
+                "per_address_past_user_budget", "max_tracked"):  # fmt: skip
+        value = section.integer(key, getattr(default, key))
         if value < 1:
             raise section.error(key, "must be at least 1")
         values[key] = value

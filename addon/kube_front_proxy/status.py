@@ -57,12 +57,19 @@ def unauthorized(realm: str) -> http.Response:
     return response
 
 
+# client-go waits Retry-After seconds and sends the request again, up to 10 times: a lock of
+# hours would hang kubectl for days. Longer waits are in the Status body only, and kubectl
+# says at once that the login was refused.
+RETRY_AFTER_HEADER_MAX = 60
+
+
 def too_many_requests(retry_after: float) -> http.Response:
-    """429 as the API server sends it; client-go waits Retry-After seconds and retries."""
+    """429 as the API server sends it."""
     seconds = max(1, math.ceil(retry_after))
     body = status_body(
         429, "too many failed logins, try again later", details={"retryAfterSeconds": seconds}
     )
     response = http.Response.make(429, body, status_headers())
-    response.headers["Retry-After"] = str(seconds)
+    if seconds <= RETRY_AFTER_HEADER_MAX:
+        response.headers["Retry-After"] = str(seconds)
     return response
