@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,10 @@ from kube_front_proxy.config import AUTHENTICATORS
 from kube_front_proxy.metrics import Metrics
 
 from .e2e import basic_header
+from .support import REPO
 from .test_client_certs import chain, login
+
+ADDON = REPO / "addon" / "kube_front_proxy"
 
 
 def test_verbs_and_codes() -> None:
@@ -61,6 +65,20 @@ async def test_every_refusal_reason_is_its_own_label(
     )
     assert outcome.identity is None
     assert metric_labels.reason(outcome.reason, REASONS, AUTHENTICATORS) == outcome.reason
+
+
+def test_every_fixed_refusal_phrase_in_the_code_is_a_known_reason() -> None:
+    # A phrase added without adding it to REASONS would be counted as "other".
+    phrases = set()
+    for module in ("basic_auth.py", "authentication.py"):
+        tree = ast.parse((ADDON / module).read_text())
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                    and node.func.id in ("MalformedCredentials", "Rejected") and node.args
+                    and isinstance(node.args[0], ast.Constant)):  # fmt: skip
+                phrases.add(node.args[0].value)
+    assert len(phrases) > 10
+    assert phrases <= REASONS, phrases - REASONS
 
 
 def test_user_labels_are_capped() -> None:

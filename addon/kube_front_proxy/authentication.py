@@ -53,6 +53,10 @@ REASONS = frozenset({
     "malformed Bearer token", "more than one Authorization header",
     "unsupported authorization scheme", "Basic credentials are not valid base64 of UTF-8",
     "Basic credentials have no ':' separator",
+    "more than one WebSocket bearer token", "WebSocket bearer token is not base64url",
+    "WebSocket bearer token is not base64url of UTF-8",
+    "WebSocket bearer token without another subprotocol",
+    "both an Authorization header and a WebSocket bearer token",
     "Basic credentials are not accepted here", "Bearer credentials are not accepted here",
     # checked(): users.header_value_problem
     "identity contains a control character (CR, LF, NUL, ...)",
@@ -173,7 +177,9 @@ class Login:
             # Only a certificate, if any: nothing a guesser could try again.
             return await self._log_in(None, certificates)
         claimed = credentials.username if isinstance(credentials, Credentials) else None
-        attempt = await self.lockout.attempt(claimed, client, hash(tuple(authorization)))
+        # The guess: equal credentials in flight are one (the cache checks them once).
+        guess = hash(credentials) if malformed is None else hash(tuple(authorization))
+        attempt = await self.lockout.attempt(claimed, client, guess)
         if attempt.retry_after > 0:
             # Refused before any hash runs: a locked-out attack costs a dictionary lookup.
             return Outcome(
