@@ -24,7 +24,6 @@ from . import (
     seam,
     service_account,
     tls_only,
-    upstream_retry,
 )
 from .audit import AuditLog
 from .client_address import forwarded_for
@@ -49,9 +48,11 @@ from .runtime import Runtime, build_runtime
 from .seam import (
     body_after_login,
     dumper_lines,
+    h2_goaway,
     http1_trailers,
     rapid_reset,
     upgraded_backpressure,
+    upstream_retry,
     websocket_relay,
 )
 from .status import status_response, too_many_requests, unauthorized
@@ -117,6 +118,8 @@ class K8sAuth:
         upgraded_backpressure.install()
         dumper_lines.install(self.message_log)
         rapid_reset.install(self.reset_limit)
+        h2_goaway.install()
+        upstream_retry.install(self.runtime.router if self.runtime else None)
 
     def configure(self, updated: set[str]) -> None:
         refused = lean.refused(ctx.options, updated)

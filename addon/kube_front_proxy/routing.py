@@ -1,8 +1,8 @@
 """Which API server each flow goes to, and what happens when that server fails it.
 
 The mitmproxy side of upstreams.ServerPool: requestheaders calls route(), responseheaders
-and error call answered()/failed(), and upstream_retry asks retry_target() and
-ends_cleanly() when a server connection fails.
+and error call answered()/failed(), and seam.upstream_retry asks retry_target(),
+resend_target() and ends_cleanly() when a server connection fails or refuses a request.
 """
 
 from __future__ import annotations
@@ -25,12 +25,15 @@ NO_SERVER_MESSAGE = "no Kubernetes API server is available"
 # Safe to send twice: they change nothing (RFC 9110 9.2.2). POST, PUT, PATCH and DELETE are
 # never retried, so nothing can be created or deleted twice.
 RETRIED_METHODS = frozenset({"GET", "HEAD"})
+# Go's HTTP/2 transport gives up on a request after 6 retries of this kind.
+MAX_RESENDS = 6
 
 
 @dataclass
 class _Attempt:
     address: Address
     tried: list[Address] = field(default_factory=list)
+    resent: int = 0
 
 
 class Router:
@@ -94,6 +97,25 @@ class Router:
         )
         attempt.address = server.address
         attempt.tried.append(server.address)
+        self._point(flow.request, server.address)
+        return server.address
+
+    def resend_target(self, flow: http.HTTPFlow) -> Address | None:
+        """The server refused the request unprocessed (HTTP/2 GOAWAY): it is fine, but this
+        connection is over. Return a server for the flow, preferably another one (a GOAWAY is
+        kube-apiserver's way to rebalance clients, or it is shutting down), else the same one
+        on a new connection; any method may go, as nothing happened yet."""
+        attempt = self._attempts.get(flow.id)
+        if attempt is None or attempt.resent >= MAX_RESENDS:
+            return None
+        server = self.pool.acquire(exclude=[attempt.address]) or self.pool.acquire()
+        if server is None:
+            return None
+        self.pool.release(attempt.address)
+        attempt.resent += 1
+        attempt.address = server.address
+        if server.address not in attempt.tried:
+            attempt.tried.append(server.address)
         self._point(flow.request, server.address)
         return server.address
 

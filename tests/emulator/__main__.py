@@ -4,7 +4,8 @@ Flags are named like kube-apiserver's (`k8s.io/apiserver pkg/server/options/serv
 `pkg/server/options/authentication.go`, `k8s.io/kubernetes pkg/kubeapiserver/options/
 authentication.go`). List flags take comma-separated values, and repeating a flag appends, like
 pflag's StringSlice. Unlike kube-apiserver, the requestheader header flags default to kubeadm's
-values.
+values. SIGTERM or SIGINT starts kube-apiserver's graceful termination (`EmulatorServer.shutdown`);
+a second one ends the process at once, as `genericapiserver`'s signal handler does.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import csv
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -71,6 +73,27 @@ def _seconds(text: str) -> float:
     return seconds
 
 
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _duration(text: str) -> float:
+    """Go's time.ParseDuration ("70s", "1m0s", "0"), in seconds; negative is refused."""
+    if text == "0":
+        return 0.0
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise argparse.ArgumentTypeError(f"time: invalid duration {text!r}")
+    return sum(float(n) * _UNITS[u] for n, u in parts)
+
+
+def _chance(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid chance {text!r}") from None
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m tests.emulator",
@@ -122,6 +145,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--watch-event-interval", type=_seconds, default=0.0, metavar="SECONDS",
         help="a pod watch sends a MODIFIED event this often (default 0: never)",
     )  # fmt: skip
+    p.add_argument(
+        "--goaway-chance", type=_chance, default=0.0, metavar="0..0.02",
+        help="fraction of HTTP/2 requests answered with a GOAWAY of their connection",
+    )  # fmt: skip
+    p.add_argument(
+        "--shutdown-delay-duration", type=_duration, default=0.0, metavar="DURATION",
+        help="after SIGTERM, keep serving (with /readyz failing) this long",
+    )  # fmt: skip
+    p.add_argument(
+        "--request-timeout", type=_duration, default=60.0, metavar="DURATION",
+        help="how long a graceful shutdown waits for open requests (watches) before cutting them",
+    )  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="no per-request lines on stderr")
     return p.parse_args(argv)
 
@@ -149,6 +184,9 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         not_ready_file=args.not_ready_file,
         disable_http2=args.disable_http2,
         watch_event_interval=args.watch_event_interval,
+        goaway_chance=args.goaway_chance,
+        shutdown_delay_duration=args.shutdown_delay_duration,
+        request_timeout=args.request_timeout,
     )
 
 
@@ -178,16 +216,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.replace(tmp, args.ready_file)
     print(f"listening on {url}", flush=True)
 
-    done = threading.Event()
+    signalled = threading.Event()
 
     def _stop(_signum: int, _frame: FrameType | None) -> None:
-        done.set()
+        if signalled.is_set():
+            os._exit(1)
+        signalled.set()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    while not done.wait(3600):
+    while not signalled.wait(3600):
         pass
-    server.stop()
+    server.shutdown()
     return 0
 
 

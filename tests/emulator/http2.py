@@ -19,7 +19,17 @@ that). What is emulated, from `x/net/http2/server.go`:
   handler finished within its first 4 KiB (`handlerChunkWriteSize`); bodies, watches and
   `logs -f` go out as DATA frames within the client's flow-control windows;
 - RST_STREAM from the client ends that stream's handler (Go cancels its request context), and
-  the other streams carry on.
+  the other streams carry on;
+- GOAWAY (`serverConn.goAway`, `startGracefulShutdown`): a response whose handler set
+  `Connection: close` (kube-apiserver's `--goaway-chance` filter, its answers to unauthenticated
+  requests) or a graceful server shutdown sends GOAWAY with NO_ERROR and the highest client
+  stream id seen so far, BEFORE that response's HEADERS (Go's write scheduler puts GOAWAY ahead
+  of queued frames); the header itself is not sent. Streams up to that id finish; frames of
+  streams above it are ignored (`processFrame`), their DATA only returning connection-level
+  flow control; once no stream is open the connection closes `GOAWAY_TIMEOUT` later (Go's
+  `goAwayTimeout`, one second), whatever the client does meanwhile;
+- an idle connection (no open stream for `IdleTimeout`, 90 s in `secure_serving.go`) gets the
+  same graceful GOAWAY.
 
 OpenSSL forbids using one SSL object from two threads, so the connection's own thread alone
 reads and writes TLS and drives the h2 state machine (non-blocking, like `tunnel.Tunnel`);
@@ -47,6 +57,7 @@ import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
+from hyperframe.frame import GoAwayFrame
 from OpenSSL import SSL
 
 from . import http11
@@ -60,6 +71,10 @@ HANDLER_CHUNK_WRITE_SIZE = 4 << 10
 HIGH_WATER = 1 << 20
 # Bytes handed to TLS but not yet written, above which no more DATA is framed for now.
 OUTPUT_HIGH_WATER = 1 << 20
+# Go's goAwayTimeout: how long a connection stays open after GOAWAY once no stream is open.
+GOAWAY_TIMEOUT = 1.0
+# secure_serving.go's http2.Server IdleTimeout.
+IDLE_TIMEOUT = 90.0
 
 _CONFIG = h2.config.H2Configuration(
     client_side=False,
@@ -105,16 +120,23 @@ def parse_request(headers: list[tuple[bytes, bytes]]) -> Request | None:
 
 
 def response_headers(response: Response, content_length: int | None) -> list[tuple[str, str]]:
-    """The HEADERS block Go writes: `:status`, the handler's headers lowercased and sorted,
-    `date`, and `content-length` when known (`writeResHeaders`, `responseWriterState`)."""
+    """The HEADERS block Go writes: `:status`, the handler's headers lowercased and sorted
+    but for `connection` (`writeChunk` deletes it: `close` means GOAWAY instead), `date`, and
+    `content-length` when known (`writeResHeaders`, `responseWriterState`)."""
     out = [(":status", str(response.status))]
-    out += sorted((n.lower(), v) for n, v in response.headers)
+    out += sorted((n.lower(), v) for n, v in response.headers if n.lower() != "connection")
     names = {n for n, _ in out}
     if "date" not in names:
         out.append(("date", http11.http_date()))
     if content_length is not None and "content-length" not in names:
         out.append(("content-length", str(content_length)))
     return out
+
+
+def asks_for_goaway(response: Response) -> bool:
+    """`Connection: close` set by a handler: Go's HTTP/2 server then starts a graceful
+    shutdown of the connection (`writeChunk` calls `startGracefulShutdown`)."""
+    return (response.header("Connection") or "").lower() == "close"
 
 
 def _decode(data: bytes) -> str:
@@ -129,6 +151,7 @@ class _Stream:
     # Written by the handler thread, taken by the connection thread, under the connection lock.
     head: list[tuple[str, str]] | None = None
     head_sent: bool = False
+    goaway: bool = False  # GOAWAY goes out before this stream's head
     pending: collections.deque[memoryview] = field(default_factory=collections.deque)
     pending_bytes: int = 0
     ended: bool = False  # the handler is done: END_STREAM once pending is out
@@ -147,6 +170,7 @@ class Http2Connection:
         delay: Callable[[], float],
         stopping: threading.Event,
         name: str,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
         self._conn = conn
         self._sock = sock
@@ -167,6 +191,12 @@ class Http2Connection:
         self._cond = threading.Condition()
         self._out = bytearray()
         self._closing = False
+        self._idle_timeout = idle_timeout
+        self._idle_since = time.monotonic()
+        self._max_client_stream = 0
+        self._goaway_wanted = False  # set by handler threads and shutdown(), under the lock
+        self._goaway_last: int | None = None  # the last stream id of the GOAWAY sent
+        self._close_at: float | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -185,8 +215,11 @@ class Http2Connection:
             while not self._stopping.is_set():
                 progressed = self._read() if not self._closing else False
                 with self._cond:
+                    if self._goaway_wanted:
+                        self._send_goaway()
                     self._pump()
                     self._cond.notify_all()
+                self._after_goaway()
                 self._out += self._h2.data_to_send()
                 wrote = self._write_some()
                 if wrote is None or (self._closing and not self._out):
@@ -237,6 +270,9 @@ class Http2Connection:
     def _on_event(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.RequestReceived):
             assert event.stream_id is not None and event.headers is not None
+            if self._goaway_last is not None and event.stream_id > self._goaway_last:
+                return  # after our GOAWAY, a new stream is ignored, never answered
+            self._max_client_stream = max(self._max_client_stream, event.stream_id)
             request = parse_request(list(event.headers))
             if request is None:
                 self._h2.reset_stream(event.stream_id, ErrorCodes.PROTOCOL_ERROR)
@@ -271,6 +307,42 @@ class Http2Connection:
                     stream.closed = True
                     self._cond.notify_all()
         elif isinstance(event, h2.events.ConnectionTerminated):
+            # The client's GOAWAY: Go answers with its own and shuts down gracefully.
+            with self._cond:
+                self._goaway_wanted = True
+
+    def shutdown(self) -> None:
+        """Graceful shutdown (any thread): GOAWAY, finish the open streams, then close."""
+        with self._cond:
+            self._goaway_wanted = True
+        self._wake()
+
+    def _send_goaway(self) -> None:
+        """GOAWAY(NO_ERROR, highest client stream so far), ahead of anything queued.
+
+        Written as a raw frame: h2's close_connection would close its state machine, and the
+        streams up to that id still have to be answered."""
+        if self._goaway_last is not None:
+            return
+        self._goaway_last = self._max_client_stream
+        frame = GoAwayFrame(0, last_stream_id=self._goaway_last, error_code=ErrorCodes.NO_ERROR)
+        self._out += self._h2.data_to_send() + frame.serialize()
+        log.debug("HTTP/2 GOAWAY to %s, last stream %d", self._name, self._goaway_last)
+
+    def _after_goaway(self) -> None:
+        """The timers: the idle GOAWAY, and the close once no stream is open after GOAWAY."""
+        now = time.monotonic()
+        if self._streams:
+            self._idle_since, self._close_at = now, None
+            return
+        if self._goaway_last is None:
+            if now - self._idle_since >= self._idle_timeout:
+                with self._cond:
+                    self._send_goaway()
+            return
+        if self._close_at is None:
+            self._close_at = now + GOAWAY_TIMEOUT
+        elif now >= self._close_at:
             self._closing = True
 
     def _start_handler(self, stream: _Stream) -> None:
@@ -301,6 +373,8 @@ class Http2Connection:
             stream.closed = True
             return
         if stream.head is not None:
+            if stream.goaway:
+                self._send_goaway()
             finished = stream.ended and not stream.pending
             self._h2.send_headers(
                 stream.id,
@@ -374,6 +448,7 @@ class Http2Connection:
         known = response.stream is None and len(body) <= HANDLER_CHUNK_WRITE_SIZE
         with self._cond:
             stream.head = response_headers(response, len(body) if known else None)
+            stream.goaway = asks_for_goaway(response)
         if not head_only and not self._send(stream, body):
             return
         for item in response.stream or ():
@@ -410,15 +485,3 @@ class Http2Connection:
                     return True
                 self._cond.wait(min(remaining, 0.1))
         return False
-
-
-def serve(
-    conn: SSL.Connection,
-    sock: socket.socket,
-    handle: Handle,
-    delay: Callable[[], float],
-    stopping: threading.Event,
-    name: str,
-) -> None:
-    """Serve HTTP/2 on a connection whose TLS handshake chose ALPN `h2`."""
-    Http2Connection(conn, sock, handle, delay, stopping, name).serve()

@@ -19,6 +19,20 @@ kube-apiserver's order (`pkg/server/config.go` `DefaultBuildHandlerChain`): auth
 with the authorizers of `authz.py` / `abac.py`). Optional delays before each response and a
 failing /readyz come from `faults.py`. Upgrades (exec, port-forward) are authenticated and logged
 like any request; the handler then takes the connection over (`tunnel.py`).
+
+Connection-level behaviour of kube-apiserver over HTTP/2 (`http2.py` sends the GOAWAYs):
+
+- `--goaway-chance` (`pkg/server/filters/goaway.go`): each HTTP/2 request, with that probability,
+  gets `Connection: close` on its response, which makes Go's HTTP/2 server send GOAWAY;
+- unauthenticated HTTP/2 requests (a 401, or success as `system:anonymous`) get it too
+  (`pkg/endpoints/filters/authentication.go`, UnauthenticatedHTTP2DOSMitigation, on since 1.29);
+- `shutdown()` (SIGTERM on the command line) is `genericapiserver.go` `RunWithContext` with
+  kube-apiserver's defaults: /readyz fails at once, requests are served normally for
+  `--shutdown-delay-duration`, then the listener closes, HTTP/2 connections get GOAWAY and
+  close once their streams are done, idle HTTP/1.1 connections close and busy ones after their
+  response (`http.Server.Shutdown`), requests that still arrive get WithWaitGroup's 503
+  `apiserver is shutting down` with `Retry-After: 1`; whatever is still open after
+  `--request-timeout` (ShutdownTimeout; watches) is cut as the process exits.
 """
 
 from __future__ import annotations
@@ -27,6 +41,7 @@ import contextlib
 import datetime
 import io
 import logging
+import random
 import select
 import selectors
 import socket
@@ -41,9 +56,15 @@ from typing import NamedTuple
 from cryptography import x509
 from OpenSSL import SSL
 
-from . import abac, authz, clustertrust, goquote, http2, http11, impersonation, x509verify
-from .api import API, Hold, Request, Response, unauthorized_response
-from .authn import AuthenticationChain, AuthenticationResult, build_chain, load_token_file
+from . import abac, authz, clustertrust, goquote, http2, http11, impersonation, status, x509verify
+from .api import API, Hold, Request, Response, request_info, status_response, unauthorized_response
+from .authn import (
+    ANONYMOUS_USER,
+    AuthenticationChain,
+    AuthenticationResult,
+    build_chain,
+    load_token_file,
+)
 from .faults import Faults
 from .requestheader import RequestHeaderAuthenticator, UserInfo
 from .requestlog import (
@@ -62,6 +83,12 @@ DEFAULT_USERNAME_HEADERS = ("X-Remote-User",)
 DEFAULT_GROUP_HEADERS = ("X-Remote-Group",)
 DEFAULT_EXTRA_HEADERS_PREFIX = ("X-Remote-Extra-",)
 DEFAULT_UID_HEADERS = ("X-Remote-Uid",)
+UNAUTHENTICATED_GROUP = "system:unauthenticated"
+# BasicLongRunningRequestCheck as kube-apiserver configures it.
+LONG_RUNNING_VERBS = frozenset({"watch", "proxy"})
+LONG_RUNNING_SUBRESOURCES = frozenset({"attach", "exec", "proxy", "log", "portforward"})
+# pathPrefixesExemptFromRetryAfter (with_retry_after.go)
+EXEMPT_FROM_RETRY_AFTER = ("/readyz", "/livez", "/healthz", "/metrics")
 
 
 @dataclass(frozen=True)
@@ -92,6 +119,19 @@ class EmulatorConfig:
     disable_http2: bool = False
     # Test control, not Kubernetes: seconds between the MODIFIED events of a pod watch (0: none).
     watch_event_interval: float = 0.0
+    goaway_chance: float = 0.0
+    shutdown_delay_duration: float = 0.0
+    # Only its role in a graceful shutdown (ShutdownTimeout) is emulated.
+    request_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        # ServerRunOptions.Validate
+        if not 0 <= self.goaway_chance <= 0.02:
+            raise ValueError("--goaway-chance can not be less than 0 or greater than 0.02")
+        if self.shutdown_delay_duration < 0:
+            raise ValueError("--shutdown-delay-duration can not be negative value")
+        if self.request_timeout < 0:
+            raise ValueError("--request-timeout can not be negative value")
 
     @property
     def faults(self) -> Faults:
@@ -172,6 +212,8 @@ class _ConnState:
     peer_chain: list[x509.Certificate] = field(default_factory=list)
     alpn: str | None = None
     tls_version: str | None = None
+    h2: http2.Http2Connection | None = None
+    busy: bool = False  # HTTP/1.1: between a request's first byte and the end of its response
 
 
 class EmulatorServer:
@@ -187,6 +229,8 @@ class EmulatorServer:
         self._ctx = self._tls_context()
         self._listener: socket.socket | None = None
         self._stopping = threading.Event()
+        self._shutdown_initiated = threading.Event()  # /readyz fails
+        self._not_accepting = threading.Event()  # after --shutdown-delay-duration
         self._threads: list[threading.Thread] = []
         self._conns: set[_ConnState] = set()
         self._lock = threading.Lock()
@@ -213,7 +257,7 @@ class EmulatorServer:
                     )
                 },
                 authorizer=self.authorizer,
-                ready=self.faults.ready,
+                ready=lambda: self.faults.ready() and not self._shutdown_initiated.is_set(),
                 watch_event_interval=self.config.watch_event_interval,
             )
         thread = threading.Thread(target=self._accept_loop, name="emulator-accept", daemon=True)
@@ -235,6 +279,31 @@ class EmulatorServer:
             if thread is not threading.current_thread():
                 thread.join(timeout=2)
         self.request_log.close()
+
+    def shutdown(self) -> None:
+        """Graceful termination, as kube-apiserver does it on SIGTERM (see the module doc);
+        returns once every connection is closed, at most --request-timeout after the delay."""
+        self._shutdown_initiated.set()
+        if self._stopping.wait(self.config.shutdown_delay_duration):
+            return
+        self._not_accepting.set()
+        if self._listener is not None:
+            self._listener.close()
+        with self._lock:
+            conns = list(self._conns)
+        for state in conns:
+            if state.h2 is not None:
+                state.h2.shutdown()
+            elif not state.busy:
+                with contextlib.suppress(OSError):
+                    state.sock.shutdown(socket.SHUT_RDWR)
+        deadline = time.monotonic() + self.config.request_timeout
+        while time.monotonic() < deadline and not self._stopping.is_set():
+            with self._lock:
+                if not self._conns:
+                    break
+            time.sleep(0.05)
+        self.stop()
 
     def __enter__(self) -> EmulatorServer:
         self.start()
@@ -310,7 +379,7 @@ class EmulatorServer:
                         continue
                     sock, addr = self._listener.accept()
                 except OSError:
-                    if self._stopping.is_set():
+                    if self._stopping.is_set() or self._not_accepting.is_set():
                         return
                     continue
                 with contextlib.suppress(OSError):
@@ -343,7 +412,7 @@ class EmulatorServer:
             state.alpn = alpn.decode() if alpn else None
             state.tls_version = conn.get_protocol_version_name()
             if state.alpn == "h2":
-                http2.serve(
+                state.h2 = http2.Http2Connection(
                     conn,
                     state.sock,
                     lambda req: self.handle(req, state),
@@ -351,6 +420,9 @@ class EmulatorServer:
                     self._stopping,
                     state.remote,
                 )
+                if self._not_accepting.is_set():
+                    state.h2.shutdown()
+                state.h2.serve()
             else:
                 self._serve_http11(state, conn)
         except Exception:  # one broken connection must not take the server down
@@ -369,6 +441,7 @@ class EmulatorServer:
                 req = http11.read_request(reader)
                 if req is None:
                     return
+                state.busy = True
                 if (req.header("Expect") or "").lower() == "100-continue":
                     conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
                 req.body = http11.read_body(reader, req)
@@ -377,8 +450,9 @@ class EmulatorServer:
                 return
             except (http11.ClientGone, SSL.Error, OSError):
                 return
-            keep_alive = http11.wants_keep_alive(req)
             response = self.handle(req, state)
+            # Go's doKeepAlives(): no keep-alive once Server.Shutdown has begun.
+            keep_alive = http11.wants_keep_alive(req) and not self._not_accepting.is_set()
             delay = self.faults.delay()
             if delay and self._stopping.wait(delay):
                 return
@@ -389,6 +463,7 @@ class EmulatorServer:
                 return
             if not self._write_response(state, conn, req, response, keep_alive):
                 return
+            state.busy = False
             if not keep_alive:
                 return
 
@@ -397,21 +472,36 @@ class EmulatorServer:
     def handle(self, req: Request, state: _ConnState | None = None) -> Response:
         """Authenticate, dispatch, add the headers every apiserver response has, and log."""
         peer_chain: Sequence[x509.Certificate] = state.peer_chain if state else ()
-        result = self.authentication.authenticate(req.headers, peer_chain, req.path)
+        http2_request = req.http_version == "HTTP/2.0"
+        # WithProbabilisticGoaway decides before the request is served, whatever its outcome.
+        goaway = http2_request and random.random() < self.config.goaway_chance
         acting_as: UserInfo | None = None
-        if result.user is None:
-            response = unauthorized_response()
-        else:
-            outcome = impersonation.impersonate(
-                result.user, result.headers, self.authorizer, req.target
+        if self._not_accepting.is_set() and self._rejected_in_shutdown(req):
+            # WithWaitGroup runs before authentication: the log shows no user.
+            result = AuthenticationResult(None, None, None, req.headers)
+            response = status_response(
+                status.service_unavailable("apiserver is shutting down"), nosniff=True
             )
-            acting_as = outcome.user
-            if outcome.refusal is not None:
-                response = outcome.refusal
+            response.headers.insert(0, ("Retry-After", "1"))
+        else:
+            result = self.authentication.authenticate(req.headers, peer_chain, req.path)
+            if result.user is None:
+                response = unauthorized_response()
+                goaway = goaway or http2_request
             else:
-                assert self._api is not None
-                inner = Request(req.method, req.target, req.http_version, outcome.headers, req.body)
-                response = self._api.handle(inner, acting_as or result.user)
+                goaway = goaway or (http2_request and _anonymous(result.user))
+                outcome = impersonation.impersonate(
+                    result.user, result.headers, self.authorizer, req.target
+                )
+                acting_as = outcome.user
+                if outcome.refusal is not None:
+                    response = outcome.refusal
+                else:
+                    assert self._api is not None
+                    inner = Request(
+                        req.method, req.target, req.http_version, outcome.headers, req.body
+                    )
+                    response = self._api.handle(inner, acting_as or result.user)
         # WithAuditInit and WithCacheControl (k8s.io/apiserver pkg/server/config.go handler chain)
         # set these on the ResponseWriter; a hijacking handler writes its own head without them.
         names = {n.lower() for n, _ in response.headers}
@@ -419,8 +509,20 @@ class EmulatorServer:
             response.headers.append(("Audit-Id", str(uuid.uuid4())))
         if "cache-control" not in names:
             response.headers.append(("Cache-Control", "no-cache, private"))
+        if goaway:
+            response.headers.append(("Connection", "close"))
         self.request_log.append(_record(req, state, result, acting_as, response.status))
         return response
+
+    @staticmethod
+    def _rejected_in_shutdown(req: Request) -> bool:
+        """WithWaitGroup after Wait: anything but long-running and health-check requests."""
+        if req.path.startswith(EXEMPT_FROM_RETRY_AFTER):
+            return False
+        info = request_info(req.method, req.path, req.query)
+        return not (
+            info.verb in LONG_RUNNING_VERBS or info.subresource in LONG_RUNNING_SUBRESOURCES
+        )
 
     def _write_response(
         self,
@@ -494,6 +596,11 @@ class EmulatorServer:
                 # ordering); either way this connection is done.
                 return False
         return False
+
+
+def _anonymous(user: UserInfo) -> bool:
+    """filters/authentication.go isAnonymousUser."""
+    return user.name == ANONYMOUS_USER or UNAUTHENTICATED_GROUP in user.groups
 
 
 def _peer_chain(conn: SSL.Connection) -> list[x509.Certificate]:

@@ -92,3 +92,8 @@ def method_not_supported(resource: str, group: str, action: str) -> StatusError:
 
 def bad_request(message: str) -> StatusError:
     return StatusError(400, "BadRequest", message)
+
+
+def service_unavailable(message: str) -> StatusError:
+    """`NewServiceUnavailable(reason)`."""
+    return StatusError(503, "ServiceUnavailable", message)

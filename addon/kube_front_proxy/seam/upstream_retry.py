@@ -1,18 +1,23 @@
-"""Retry on another API server, and a clean end for watches whose server died.
+"""Requests sent again when their API server failed or refused them, and a clean end for
+watches whose server died.
 
-mitmproxy 12 has no hook for either: when a server connection fails, HttpStream's
+mitmproxy 12 has no hook for any of it: when a server connection fails, HttpStream's
 handle_protocol_error sends the client a 502 (or resets the stream) and no addon can undo
 that; the error hook only hears about it afterwards. So this module wraps that one method:
 
+- the server said it never processed the request (`h2_goaway.Unprocessed`: a stream above an
+  HTTP/2 GOAWAY's last stream id, RFC 9113 sections 6.8 and 8.7): the request is sent again
+  on a new connection, whatever its method, preferably to another server (the router's
+  resend_target), as long as the whole request is in hand;
 - the connection failed before any response byte (refused, TLS failure, or closed while the
-  request waited), and the router names another server: the stream sends the request again,
-  exactly as mitmproxy sent it the first time (state_consume_request_body);
+  request waited), and the router names another server (retry_target: GET and HEAD only):
+  the request is sent again there;
 - a streamed watch response was cut off: it ends as if the server had ended it (terminating
   chunk, or END_STREAM on HTTP/2), through mitmproxy's own end-of-response path;
 - anything else, or a router that raises: mitmproxy's own handling (fail closed: a 502).
 
-Checked against mitmproxy 12.3.1 (mitmproxy/proxy/layers/http/__init__.py, _http1.py,
-_http2.py); install() refuses other major versions.
+A request is sent again exactly as mitmproxy sent it the first time
+(`HttpStream.state_consume_request_body`, pinned in the seam).
 """
 
 from __future__ import annotations
@@ -34,9 +39,10 @@ from mitmproxy.proxy.layers.http._events import (
     ResponseEndOfMessage,
     ResponseProtocolError,
 )
-from mitmproxy.version import VERSION
 
-from .upstreams import Address
+from .. import seam
+from ..upstreams import Address
+from .h2_goaway import Unprocessed
 
 logger = logging.getLogger("kube_front_proxy")
 
@@ -48,6 +54,8 @@ CLOSED_BEFORE_RESPONSE = frozenset({"server closed connection", "peer closed con
 class RetryPolicy(Protocol):
     def retry_target(self, flow: http.HTTPFlow) -> Address | None: ...
 
+    def resend_target(self, flow: http.HTTPFlow) -> Address | None: ...
+
     def ends_cleanly(self, flow: http.HTTPFlow) -> bool: ...
 
 
@@ -56,23 +64,47 @@ _original: Callable[..., Any] | None = None
 
 
 def install(policy: RetryPolicy | None) -> None:
-    """Route failures of every HttpStream through policy (None: mitmproxy's own handling)."""
+    """Route failures of every HttpStream through policy (None: mitmproxy's own handling).
+
+    The method is replaced once: later calls only change the policy, so that wrappers
+    installed on top of this one (upstream_timeout) stay in place."""
     global _policy, _original
-    if not VERSION.startswith("12."):
-        raise RuntimeError(f"upstream_retry is written for mitmproxy 12, not {VERSION}")
     _policy = policy
     if _original is None:
-        _original = HttpStream.handle_protocol_error
-        HttpStream.handle_protocol_error = _handle_protocol_error  # type: ignore[method-assign,assignment]
+        seam.pin(
+            HttpStream,
+            "state_consume_request_body",
+            fingerprint="e3ee3fd9f617f517",
+            why="a request is sent again exactly as this sends it",
+        )
+        seam.pin(
+            HttpStream,
+            "make_server_connection",
+            fingerprint="a08ce3538129b5c4",
+            why="sending again opens the connection with it; it handles its own failure",
+        )
+        _original = seam.replace(
+            HttpStream,
+            "handle_protocol_error",
+            _handle_protocol_error,
+            fingerprint="0dbef15c4f5bfb6c",
+            why="requests the API server failed or refused are sent again; cut watches end",
+        )
 
 
-def failed_before_response(stream: HttpStream, event: ResponseProtocolError) -> bool:
+def request_in_hand(stream: HttpStream) -> bool:
     """No response byte came, and the whole request is in hand to send again."""
     return (
         stream.flow.response is None
         and stream.client_state == stream.state_done
         and stream.server_state == stream.state_wait_for_response_headers
-        and (event.code is ErrorCode.CONNECT_FAILED or event.message in CLOSED_BEFORE_RESPONSE)
+    )
+
+
+def failed_before_response(stream: HttpStream, event: ResponseProtocolError) -> bool:
+    """The connection failed (or closed) before any response byte, request in hand."""
+    return request_in_hand(stream) and (
+        event.code is ErrorCode.CONNECT_FAILED or event.message in CLOSED_BEFORE_RESPONSE
     )
 
 
@@ -86,7 +118,10 @@ def _handle_protocol_error(
             action = _choose(_policy, stream, event)
         except Exception:
             logger.exception("kube-front-proxy: internal error in the upstream retry")
-    if action == "retry":
+    if action == "resend":
+        logger.info("kube-front-proxy: sent again: %s", event.message)
+        yield from _send_again(stream)
+    elif action == "retry":
         logger.info("kube-front-proxy: upstream failed before answering: %s", event.message)
         yield from _send_again(stream)
     elif action == "end":
@@ -97,6 +132,11 @@ def _handle_protocol_error(
 
 
 def _choose(policy: RetryPolicy, stream: HttpStream, event: ResponseProtocolError) -> str | None:
+    if isinstance(event, Unprocessed):
+        # A streamed request body is not kept: it cannot be sent again.
+        if request_in_hand(stream) and not stream.flow.request.stream:
+            return "resend" if policy.resend_target(stream.flow) else None
+        return None
     if failed_before_response(stream, event):
         return "retry" if policy.retry_target(stream.flow) else None
     if stream.server_state == stream.state_stream_response_body and policy.ends_cleanly(
