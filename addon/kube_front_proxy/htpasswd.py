@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 from passlib.apache import HtpasswdFile
 from passlib.context import CryptContext
 from passlib.exc import UnknownHashError
@@ -47,8 +50,11 @@ class Htpasswd:
             self._hashes[user] = hashed
         if not self._hashes:
             raise ref.error("no users")
-        # Unknown users are checked against a real entry so that they cost the same time.
-        self._decoy = next(iter(self._hashes.values()))
+        self._decoys = list(self._hashes.values())
+        # Derived from the file: every replica, and the proxy after a restart, picks the same
+        # entry for a name; an attacker who could compute it would already have the hashes.
+        entries = "\n".join(f"{user}:{hashed}" for user, hashed in sorted(self._hashes.items()))
+        self._decoy_key = hashlib.sha256(entries.encode()).digest()
 
     def users(self) -> list[str]:
         return list(self._hashes)
@@ -59,8 +65,21 @@ class Htpasswd:
     def verify(self, user: str, password: str) -> bool:
         """Check a password; slow on purpose (bcrypt): call it off the event loop."""
         hashed = self._hashes.get(user)
-        ok = verify_hash(password, hashed or self._decoy)
+        ok = verify_hash(password, hashed or self.decoy(user))
         return ok and hashed is not None
+
+    def decoy(self, user: str) -> str:
+        """The entry an unknown user name is checked against, so that it costs what a user
+        of the file costs.
+
+        One entry for all (the first) gave every unknown name the time of one scheme, so that
+        with mixed schemes a name answered faster or slower was a user. Each name gets one of
+        the real entries instead, always the same, chosen by an HMAC of the name: unknown names
+        spread over the schemes (and bcrypt costs) as the users do, and repeating a name
+        shows the same time each attempt, as a user's does.
+        """
+        digest = hmac.digest(self._decoy_key, user.encode("utf-8", "surrogateescape"), "sha256")
+        return self._decoys[int.from_bytes(digest[:8], "big") % len(self._decoys)]
 
 
 def verify_hash(password: str, hashed: str) -> bool:
