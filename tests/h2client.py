@@ -60,21 +60,38 @@ class H2Client:
         validate: bool = True,
         trailers: Sequence[tuple[str, str]] = (),
     ) -> int:
-        """Start a request; its stream id. `validate=False` sends headers h2 would refuse;
-        `trailers` end the stream with a second HEADERS frame after the body."""
+        """Start a request; its stream id. `validate=False` sends headers h2 would refuse.
+        A body is sent within the server's flow-control windows; `trailers` end the stream
+        with a second HEADERS frame after it."""
         stream_id = self.conn.get_next_available_stream_id()
         pseudo = [(":method", method), (":scheme", "https"), (":authority", self.authority),
                   (":path", path)]  # fmt: skip
         self.conn.config.validate_outbound_headers = validate
         self.conn.config.normalize_outbound_headers = validate
+        self.responses[stream_id] = H2Response()
         self.conn.send_headers(stream_id, [*pseudo, *headers], end_stream=not (body or trailers))
-        if body:
-            self.conn.send_data(stream_id, body, end_stream=not trailers)
+        self._send_body(stream_id, body, end_stream=not trailers)
         if trailers:
             self.conn.send_headers(stream_id, list(trailers), end_stream=True)
-        self.responses[stream_id] = H2Response()
         self._flush()
         return stream_id
+
+    def _send_body(self, stream_id: int, body: bytes, end_stream: bool) -> None:
+        view = memoryview(body)
+        r = self.responses[stream_id]
+        while view:
+            window = min(self.conn.local_flow_control_window(stream_id),
+                         self.conn.max_outbound_frame_size)  # fmt: skip
+            if window <= 0:
+                self._flush()
+                self.wait(lambda: self.conn.local_flow_control_window(stream_id) > 0
+                          or r.ended or r.reset is not None)  # fmt: skip
+                if r.ended or r.reset is not None:
+                    return  # answered (or refused) before the whole body was sent
+                continue
+            self.conn.send_data(stream_id, bytes(view[:window]),
+                                end_stream=end_stream and len(view) <= window)  # fmt: skip
+            view = view[window:]
 
     def reset(self, stream_id: int) -> None:
         self.conn.reset_stream(stream_id, ErrorCodes.CANCEL)

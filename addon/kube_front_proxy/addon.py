@@ -49,6 +49,7 @@ from .seam import (
     body_after_login,
     dumper_lines,
     h2_goaway,
+    http1_framing,
     http1_trailers,
     rapid_reset,
     upgraded_backpressure,
@@ -111,6 +112,7 @@ class K8sAuth:
         error_pages.install()
         install_request_limits(self.request_limits)
         service_account.install()
+        http1_framing.install()
         body_after_login.install()
         http1_trailers.install()
         quoted_bytes.install()

@@ -187,6 +187,9 @@ class Http2Connection:
                 SettingCodes.MAX_FRAME_SIZE: UPLOAD_BUFFER_PER_STREAM,
             },
         )
+        # Initial values are not "changes" h2 applies on the client's ACK: the frame size it
+        # accepts must follow what is advertised, or a client's 256 KiB frame is a GOAWAY.
+        self._h2.max_inbound_frame_size = UPLOAD_BUFFER_PER_STREAM
         self._streams: dict[int, _Stream] = {}
         self._cond = threading.Condition()
         self._out = bytearray()

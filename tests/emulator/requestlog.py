@@ -9,7 +9,7 @@ Record format (`RequestLogRecord`):
      "http_version": "HTTP/1.1",
      "headers": [["Host", "127.0.0.1:6443"], ["X-Remote-Group", "a"], ...],   # as received
      "trailers": [["Authorization", "..."], ...],          # request trailer fields, as received
-     "body_length": 0,
+     "body_length": 0, "body_sha256": "e3b0c442...",                # the body as read
      "source_ips": ["10.0.0.7", "127.0.0.1"],     # what kube-apiserver's audit records
      "peer_cert_cn": "front-proxy-client" | null, "peer_chain_len": 1,
      "authentication": {"authenticated": true,
@@ -70,6 +70,7 @@ class RequestLogRecord(TypedDict):
     trailers: list[list[str]]
     body_length: int
     source_ips: list[str]
+    body_sha256: str
     peer_cert_cn: str | None
     peer_chain_len: int
     authentication: AuthenticationRecord

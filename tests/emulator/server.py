@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import io
 import logging
 import random
@@ -668,6 +669,7 @@ def _record(
         "trailers": [[n, v] for n, v in req.trailers],
         "body_length": len(req.body),
         "source_ips": source_ips(req.headers, state.remote.rpartition(":")[0] if state else ""),
+        "body_sha256": hashlib.sha256(req.body).hexdigest(),
         "peer_cert_cn": x509verify.common_name(peer[0]) if peer else None,
         "peer_chain_len": len(peer),
         "authentication": auth,
