@@ -31,6 +31,7 @@ from .client_credentials import SentCredentials, drop_trailers, take_credentials
 from .connection_limits import ConnectionLimits
 from .errors import ConfigError
 from .flow_labels import label
+from .header_hygiene import malformed_head, to_origin_form
 from .identity import asks_to_impersonate
 from .message_log import MessageLog, describe
 from .metrics import Metrics
@@ -344,6 +345,8 @@ class K8sAuth:
             sent = take_credentials(flow.request)
             self._limit_http2_head(flow)
             if not flow.response:
+                self._check_head(flow)
+            if not flow.response:
                 await self._authenticate(flow, sent)
             if not flow.response:
                 self._route(flow)
@@ -364,6 +367,14 @@ class K8sAuth:
         if request.is_http2 and http2_head_size(request) > self.request_limits.max_head_bytes:
             logger.info("kube-front-proxy: request refused: HTTP/2 head over the limit")
             flow.response = head_too_large_status()
+
+    def _check_head(self, flow: http.HTTPFlow) -> None:
+        refused = malformed_head(flow.request)
+        if refused is None:
+            to_origin_form(flow.request)
+            return
+        logger.info("kube-front-proxy: request refused: %s", refused)
+        flow.response = status_response(400, refused)
 
     def request(self, flow: http.HTTPFlow) -> None:
         # Trailers come after the head; mitmproxy sends them on after this hook.
