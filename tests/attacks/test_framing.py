@@ -235,8 +235,6 @@ def h2_status(r: H2Response) -> int:
 def test_one_client_request_is_one_upstream_request(
     stack: Stack, client: str, upstream: str, mode: str, kind: Kind
 ) -> None:
-    if client == "h1" and kind.trailers:
-        pytest.xfail("issue 12 item 4: mitmproxy's HTTP/1 reader crashes on request trailers")
     proxy = stack.proxy(mode, upstream)
     emulator = stack.emulator(upstream)
     marker = uuid.uuid4().hex[:12]
