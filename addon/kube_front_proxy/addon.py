@@ -18,6 +18,7 @@ from mitmproxy.proxy.mode_specs import ProxyMode
 
 from . import (
     error_pages,
+    injection,
     lean,
     quoted_bytes,
     reuse_port,
@@ -55,6 +56,7 @@ from .seam import (
     rapid_reset,
     upgraded_backpressure,
     upstream_retry,
+    upstream_send,
     websocket_relay,
 )
 from .status import status_response, too_many_requests, unauthorized
@@ -65,6 +67,7 @@ from .upstream_timeout import (
     install_timeout_responses,
 )
 from .upstreams import check_forever
+from .vouched import ledger
 
 logger = logging.getLogger("kube_front_proxy")
 
@@ -123,6 +126,7 @@ class K8sAuth:
         rapid_reset.install(self.reset_limit)
         h2_goaway.install()
         upstream_retry.install(self.runtime.router if self.runtime else None)
+        upstream_send.install()
 
     def configure(self, updated: set[str]) -> None:
         refused = lean.refused(ctx.options, updated)
@@ -200,6 +204,7 @@ class K8sAuth:
         install_timeout_responses()
         removed = lean.take_out(ctx.master.addons)
         logger.debug("kube-front-proxy: took out mitmproxy addons %s", ", ".join(removed))
+        injection.take_out(ctx.master.commands)
         if self.runtime:
             await self._listen(self.runtime)
             self._serve_metrics(self.runtime)
@@ -350,6 +355,7 @@ class K8sAuth:
                 await self._authenticate(flow, sent)
             if not flow.response:
                 self._route(flow)
+                ledger.vouch(flow)
         except Exception:
             # Never forward a request we could not vouch for.
             logger.exception("kube-front-proxy: internal error; request refused")
@@ -381,6 +387,7 @@ class K8sAuth:
         drop_trailers(flow.request)
         if not flow.response:
             try:
+                ledger.body_read(flow)
                 self.upstream_timeouts.start(flow)
             except Exception:
                 logger.exception("kube-front-proxy: internal error; request refused")
@@ -391,10 +398,10 @@ class K8sAuth:
         if runtime is None or flow.client_conn.proxy_mode != self._mode:
             flow.response = status_response(503, "the proxy is not configured")
             return
-        # Only a handshake proves a certificate: a replayed flow's client (a copy, with a new
-        # id) has none, so a replay logs in again.
+        # Only a handshake proves a certificate, and a replay (mitmweb) was not sent by the
+        # client over its connection: it logs in again, with what the request carries.
         chain = NO_CHAIN
-        if runtime.login.client_certs:
+        if runtime.login.client_certs and not flow.is_replay:
             chain = self.peer_chains.get(flow.client_conn.id)
         outcome = await runtime.login.authenticate(
             sent.authorization,

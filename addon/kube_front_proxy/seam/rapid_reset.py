@@ -4,17 +4,17 @@ A stream the client resets frees its slot under SETTINGS_MAX_CONCURRENT_STREAMS 
 limit bounds nothing: a logged-in client sending HEADERS and RST_STREAM in a loop had every pair
 forwarded (500 pairs, 500 requests at the API server), as fast as it could send. mitmproxy 12
 counts nothing of the kind, and no hook sees a reset before the request has been handled, so
-two of its methods are replaced:
+`Http2Server.handle_h2_event` is replaced: every RST_STREAM the client sends spends one token
+of its connection's budget of `limits.http2_resets_per_minute` (a token bucket: that many at
+once at most, refilled evenly over a minute). Once the budget is spent, the client gets GOAWAY
+with ENHANCE_YOUR_CALM and the connection is closed, which also cancels what it had in flight
+upstream; as Netty's Http2MaxRstFrameDecoder does (200 per 30 s by default).
 
-- `Http2Server.handle_h2_event`: every RST_STREAM the client sends spends one token of its
-  connection's budget of `limits.http2_resets_per_minute` (a token bucket: that many at once at
-  most, refilled evenly over a minute). Once the budget is spent, the client gets GOAWAY with
-  ENHANCE_YOUR_CALM and the connection is closed, which also cancels what it had in flight
-  upstream; as Netty's Http2MaxRstFrameDecoder does (200 per 30 s by default).
-- `HttpStream.make_server_connection`: a request whose stream was reset while its upstream
-  connection was being opened is not forwarded. mitmproxy looks for a reset after each hook,
-  not after connecting, and with an HTTP/1.1 API server (impersonation mode, or no h2) every
-  HTTP/2 request opens a connection of its own.
+A request whose stream was reset while its upstream connection was being opened is not
+forwarded either: mitmproxy looks for a reset after each hook, not after connecting, and with
+an HTTP/1.1 API server (impersonation mode, or no h2) every HTTP/2 request opens a connection
+of its own. That check is upstream_send.py's, which owns the last step before a request is
+written.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from typing import Any
 import h2.errors
 import h2.events
 from mitmproxy.proxy import commands
-from mitmproxy.proxy.layers.http import HttpStream
 from mitmproxy.proxy.layers.http._http2 import Http2Server, StreamState
 
 from . import pin, replace
@@ -66,12 +65,11 @@ _limit = ResetLimit(100)
 _budgets: weakref.WeakKeyDictionary[Http2Server, ResetBudget] = weakref.WeakKeyDictionary()
 _Commands = Generator[commands.Command, Any, Any]
 _handle_h2_event: Any = Http2Server.handle_h2_event
-_make_server_connection: Any = HttpStream.make_server_connection
 
 
 def install(limit: ResetLimit) -> None:
     """Idempotent; `limit` is read for each new client connection."""
-    global _limit, _handle_h2_event, _make_server_connection
+    global _limit, _handle_h2_event
     _limit = limit
     _handle_h2_event = replace(
         Http2Server,
@@ -85,19 +83,6 @@ def install(limit: ResetLimit) -> None:
         "protocol_error",
         fingerprint="735e08ff7d5aa690",
         why="sends GOAWAY with the given code and closes the connection (rapid_reset)",
-    )
-    _make_server_connection = replace(
-        HttpStream,
-        "make_server_connection",
-        _checked_make_server_connection,
-        fingerprint="a08ce3538129b5c4",
-        why="do not forward a request whose stream was reset while connecting upstream",
-    )
-    pin(
-        HttpStream,
-        "check_killed",
-        fingerprint="4cec665b2f0dc0f0",
-        why="finds a client's reset among the events queued during a pause (rapid_reset)",
     )
 
 
@@ -116,10 +101,3 @@ def _limited_handle_h2_event(self: Http2Server, event: h2.events.Event) -> _Comm
         self.streams.setdefault(event.stream_id, StreamState.HEADERS_RECEIVED)
     handled: bool = yield from _handle_h2_event(self, event)
     return handled
-
-
-def _checked_make_server_connection(self: HttpStream) -> _Commands:
-    connected: bool = yield from _make_server_connection(self)
-    if connected and (yield from self.check_killed(True)):
-        return False
-    return connected
