@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,6 @@ from mitmproxy.test import tflow
 from kube_front_proxy.errors import ConfigError
 from kube_front_proxy.routing import Router, is_watch, may_retry
 from kube_front_proxy.runtime import Runtime, build_runtime
-from kube_front_proxy.upstream_leaks import UpstreamHider
 from kube_front_proxy.upstreams import (
     LEAST_OUTSTANDING,
     ROUND_ROBIN,
@@ -241,61 +239,6 @@ def test_router_does_not_retry_a_post() -> None:
 )
 def test_only_watches_end_cleanly(path: str, expected: bool) -> None:
     assert is_watch(flow("GET", path).request) is expected
-
-
-PROXY = ("192.0.2.10", 8443)
-
-
-def test_hider_rewrites_location_and_warning_and_drops_server() -> None:
-    hider = UpstreamHider([A, ("fd00::1", 6443)])
-    response = http.Response.make(
-        301,
-        b"",
-        [
-            (b"Location", b"https://10.0.0.1:6443/logs/"),
-            (b"Warning", b'299 - "see https://[fd00::1]:6443/x"'),
-            (b"Warning", b'299 - "unrelated"'),
-            (b"Server", b"nginx/1.27"),
-        ],
-    )
-    hider.headers(response, PROXY)
-    assert response.headers.fields == (
-        (b"Location", b"https://192.0.2.10:8443/logs/"),
-        (b"Warning", b'299 - "see https://192.0.2.10:8443/x"'),
-        (b"Warning", b'299 - "unrelated"'),
-        (b"content-length", b"0"),
-    )
-
-
-def test_hider_rewrites_discovery_addresses() -> None:
-    hider = UpstreamHider([A])
-    body = {
-        "kind": "APIVersions",
-        "versions": ["v1"],
-        "serverAddressByClientCIDRs": [
-            {"clientCIDR": "0.0.0.0/0", "serverAddress": "10.9.9.9:6443"}
-        ],
-    }
-    response = http.Response.make(200, json.dumps(body), {"Content-Type": "application/json"})
-    hider.body(response, PROXY)
-    assert response.content == (
-        b'{"kind":"APIVersions","versions":["v1"],"serverAddressByClientCIDRs":'
-        b'[{"clientCIDR":"0.0.0.0/0","serverAddress":"192.0.2.10:8443"}]}\n'
-    )
-
-
-def test_hider_rewrites_status_bodies_but_not_user_data() -> None:
-    hider = UpstreamHider([A])
-    status = b'{"kind":"Status","message":"dial https://10.0.0.1:6443 failed","code":503}'
-    response = http.Response.make(503, status, {"Content-Type": "application/json"})
-    hider.body(response, PROXY)
-    assert response.content == (
-        b'{"kind":"Status","message":"dial https://192.0.2.10:8443 failed","code":503}'
-    )
-    configmap = b'{"kind":"ConfigMap","data":{"kubeconfig":"server: https://10.0.0.1:6443"}}'
-    response = http.Response.make(200, configmap, {"Content-Type": "application/json"})
-    hider.body(response, PROXY)
-    assert response.content == configmap
 
 
 # --- configuration -------------------------------------------------------------------------

@@ -463,7 +463,7 @@ class K8sAuth:
         try:
             proxy = flow.client_conn.sockname[:2]
             if body:
-                self.runtime.hider.body(flow.response, proxy)
+                self.runtime.hider.body(flow.request, flow.response, proxy)
             else:
                 self.runtime.router.answered(flow)
                 self.runtime.hider.headers(flow.response, proxy)

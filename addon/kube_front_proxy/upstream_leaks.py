@@ -10,20 +10,38 @@ What kube-apiserver itself sends that can name it:
 - a `Server` header: dropped (kube-apiserver sends none; anything in front of it might).
 
 Only those are touched: other bodies are the users' data (kubeadm's cluster-info ConfigMap
-holds the API server URL on purpose).
+holds the API server URL on purpose), and so are the bodies the API server passes through from
+elsewhere: `pods/proxy`, `services/proxy`, `nodes/proxy` answer with a backend's body as that
+backend encoded it. A body is looked into only when it can carry the address: a discovery
+document (by its path), or a Status from the API server (its first decoded bytes say
+`{"kind":"Status"`, and the request is no proxy subresource). That look decodes at most
+MAX_DECODED bytes (`bounded_decode.py`): a gzip bomb costs what its first MiB costs, and every
+other JSON response costs a peek at its first 64 decoded bytes.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import re
 from collections.abc import Sequence
+from urllib.parse import unquote
 
 from mitmproxy import http
 
+from .bounded_decode import decoded_body, decoded_prefix
+from .request_info import RequestInfoError, parse_request_info
 from .upstreams import Address
 
+logger = logging.getLogger("kube_front_proxy")
+
+# Discovery and Status bodies are a few KB (/apis of a cluster with a thousand API groups is
+# about 0.3 MB); kube-apiserver gzips responses over 128 KB for clients that accept it.
+MAX_DECODED = 1 << 20
+_PEEK = 64
+_DISCOVERY_PATH = re.compile(r"/apis?/?|/apis/[^/]+/?")
+_STATUS_START = re.compile(rb'\s*\{\s*"kind"\s*:\s*"Status"')
 _DISCOVERY_KEY = b'"serverAddressByClientCIDRs"'
-_STATUS_KIND = b'"kind":"Status"'
 _WATCHED_HEADERS = frozenset((b"server", b"location", b"content-location", b"warning"))
 
 
@@ -45,20 +63,36 @@ class UpstreamHider:
             if any(a in v for v in values for a in self._authorities):
                 response.headers.set_all(name, [self._replace(v, ours) for v in values])
 
-    def body(self, response: http.Response, proxy: Address) -> None:
+    def body(self, request: http.Request, response: http.Response, proxy: Address) -> None:
         """For a buffered response, before it goes to the client."""
-        if "json" not in response.headers.get("content-type", ""):
+        raw = response.raw_content
+        if not raw or "json" not in response.headers.get("content-type", ""):
             return
-        content = response.get_content(strict=False)
-        if not content:
+        coding = response.headers.get("content-encoding", "")
+        discovery = _DISCOVERY_PATH.fullmatch(unquote(request.path.split("?", 1)[0]))
+        if not discovery:
+            start = decoded_prefix(raw, coding, _PEEK)
+            if start is None or not _STATUS_START.match(start) or _passed_through(request):
+                return
+        content = decoded_body(raw, coding, MAX_DECODED)
+        if content is None:
+            logger.warning(
+                "kube-front-proxy: %s %s: upstream addresses not looked for: the body is "
+                "over %d bytes decoded, or its encoding (%r) is not decoded here",
+                request.method,
+                request.path.split("?", 1)[0][:200],
+                MAX_DECODED,
+                coding[:50],
+            )
             return
         ours = _authority(proxy)
-        if _DISCOVERY_KEY in content:
-            response.content = _rewrite_discovery(content, ours)
-        elif _STATUS_KIND in content:
-            text = content.decode("utf-8", "surrogateescape")
-            if any(a in text for a in self._authorities):
-                response.content = self._replace(text, ours).encode("utf-8", "surrogateescape")
+        if discovery:
+            if _DISCOVERY_KEY in content:
+                response.content = _rewrite_discovery(content, ours)
+            return
+        text = content.decode("utf-8", "surrogateescape")
+        if any(a in text for a in self._authorities):
+            response.content = self._replace(text, ours).encode("utf-8", "surrogateescape")
 
     def _replace(self, value: str, ours: str) -> str:
         for authority in self._authorities:
@@ -69,6 +103,16 @@ class UpstreamHider:
 def _authority(address: Address) -> str:
     host, port = address
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _passed_through(request: http.Request) -> bool:
+    """A proxy subresource (pods, services, nodes) or the old proxy verb: the body is a
+    backend's, not the API server's."""
+    try:
+        info = parse_request_info(request.method, request.path)
+    except RequestInfoError as e:
+        info = e.info
+    return info.verb == "proxy" or info.subresource == "proxy"
 
 
 def _rewrite_discovery(content: bytes, ours: str) -> bytes:

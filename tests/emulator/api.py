@@ -833,6 +833,8 @@ class API:
     def _pods(self, req: Request, info: RequestInfo) -> Response:
         if info.name and info.subresource in ("exec", "attach", "portforward"):
             return self._pod_stream(req, info)
+        if info.name and info.subresource == "proxy":
+            return self._pod_proxy(req, info)
         if info.verb not in ("get", "list", "watch"):
             return status_response(status.method_not_supported("pods", "", info.verb))
         if info.subresource:
@@ -897,6 +899,34 @@ class API:
         if not follow:
             return Response(200, headers, "".join(lines).encode())
         return Response(200, headers, b"", stream=_follow_log(lines))
+
+    def _pod_proxy(self, req: Request, info: RequestInfo) -> Response:
+        """`pods/NAME[:PORT]/proxy/PATH`: the request goes to the pod's port (80 by default) and
+        its answer comes back as the pod wrote it: status, headers but the hop-by-hop ones, and
+        the body untouched, Content-Encoding included (`ProxyREST` in k8s.io/kubernetes
+        pkg/registry/core/pod/rest/subresources.go; k8s.io/apimachinery pkg/util/proxy/
+        upgradeaware.go, which leaves a backend's encoded body alone)."""
+        name, _, port = info.name.partition(":")
+        pod = self._find_pod(info.namespace, name)
+        if pod is None:
+            return status_response(status.not_found("pods", "", name))
+        serve = self.container(pod).serve_port(int(port) if port.isdigit() else 80)
+        if serve is None:
+            return status_response(status.service_unavailable(
+                f"error trying to reach service: dial tcp {pod.ip}:{port or 80}: "
+                "connect: connection refused"))  # fmt: skip
+        query = urlsplit(req.target).query
+        target = "/" + "/".join(info.parts[3:]) + (f"?{query}" if query else "")
+        lines = [f"{req.method} {target} HTTP/1.1", f"Host: {pod.ip}:{port or 80}"]
+        lines += [f"{n}: {v}" for n, v in req.headers if n.lower() == "accept-encoding"]
+        answer = _Collected()
+        serve(_Bytes(("\r\n".join(lines) + "\r\n\r\n").encode()), answer)
+        head, _, body = answer.data.partition(b"\r\n\r\n")
+        status_line, *fields = head.decode("latin-1").split("\r\n")
+        headers = [
+            (n, v) for n, v in (f.split(": ", 1) for f in fields) if n.lower() not in _HOP_BY_HOP
+        ]
+        return Response(int(status_line.split(" ")[1]), headers, body)
 
     def container(self, pod: FakePod) -> Container:
         """The pod's one container, created on first use; its files live as long as the API."""
@@ -1108,6 +1138,34 @@ class API:
                 "items": items,
             },
         )
+
+
+# Go's httputil.ReverseProxy drops these (net/http/httputil/reverseproxy.go, hopHeaders).
+_HOP_BY_HOP = frozenset({
+    "connection", "proxy-connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+    "te", "trailer", "transfer-encoding", "upgrade",
+})  # fmt: skip
+
+
+class _Bytes:
+    """A request, read by the pod's server as if from a socket."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def read(self, n: int = -1, /) -> bytes:
+        chunk, self._data = (self._data, b"") if n < 0 else (self._data[:n], self._data[n:])
+        return chunk
+
+
+class _Collected:
+    """What the pod's server writes back."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, data: bytes, /) -> None:
+        self.data += data
 
 
 def _is_upgrade_request(headers: Sequence[Header]) -> bool:

@@ -13,8 +13,9 @@ coreutils/tar/POSIX sh namesakes closely enough for kubectl:
 - `kubectl attach`: the main process echoes stdin to stdout, like `cat`.
 - `kubectl exec -it`: the command reads its stdin through `TerminalInput`, so ^D at the start
   of a line ends it as a terminal would.
-- port-forward: every pod listens on port 80 (an HTTP server answering with index.html, as nginx
-  would) and port 7 (echo, RFC 862); any other port refuses the connection.
+- port-forward and pods/proxy: every pod listens on port 80 (nginx serving
+  /usr/share/nginx/html, `gzip_static on`: a file's `.gz` twin goes to clients that accept
+  gzip) and port 7 (echo, RFC 862); any other port refuses the connection.
 
 A command that cannot start (unknown name) raises `ExecFailed`, which the streaming protocols
 report as an InternalError Status, as the kubelet does for runtime errors.
@@ -34,6 +35,8 @@ from typing import Protocol
 
 INDEX_HTML = b"<!DOCTYPE html>\n<html><body><h1>Welcome to nginx!</h1></body></html>\n"
 HTTP_PORT = 80
+WEB_ROOT = "/usr/share/nginx/html"
+CONTENT_TYPES = {".html": "text/html", ".json": "application/json", ".txt": "text/plain"}
 ECHO_PORT = 7
 MAX_SLEEP = 30.0
 
@@ -235,24 +238,41 @@ class Container:
         return None
 
     def _http(self, inp: Reader, out: Writer) -> None:
+        """One request, answered as nginx serves a static root with `gzip_static on`: the file
+        under /usr/share/nginx/html (index.html for a directory), or its `.gz` twin with
+        `Content-Encoding: gzip` when the client accepts gzip; the type from the extension."""
         request = b""
         while b"\r\n\r\n" not in request and len(request) < 65536:
             chunk = inp.read(65536)
             if not chunk:
                 break
             request += chunk
-        try:
-            body = self.fs.read("/usr/share/nginx/html/index.html")
-            head = "HTTP/1.1 200 OK"
-        except (KeyError, IsADirectoryError):
-            body, head = b"not found\n", "HTTP/1.1 404 Not Found"
-        out.write(
-            (
-                f"{head}\r\nServer: nginx/1.27.0\r\nContent-Type: text/html\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            ).encode()
-            + body
+        head = request.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+        target = head[0].split(" ")[1] if len(head[0].split(" ")) == 3 else "/"
+        path = posixpath.normpath(WEB_ROOT + target.split("?", 1)[0])
+        if not path.startswith(WEB_ROOT):
+            path = WEB_ROOT
+        if self.fs.is_dir(path):
+            path = posixpath.join(path, "index.html")
+        accepts_gzip = any(
+            line.lower().startswith("accept-encoding:") and "gzip" in line.lower()
+            for line in head[1:]
         )
+        encoding = ""
+        if accepts_gzip and self.fs.is_file(path + ".gz"):
+            body, status, encoding = self.fs.read(path + ".gz"), "200 OK", "gzip"
+        elif self.fs.is_file(path):
+            body, status = self.fs.read(path), "200 OK"
+        else:
+            body, status, path = b"not found\n", "404 Not Found", "/404.html"
+        content_type = CONTENT_TYPES.get(posixpath.splitext(path)[1], "application/octet-stream")
+        fields = [("Server", "nginx/1.27.0"), ("Content-Type", content_type),
+                  ("Content-Length", str(len(body)))]  # fmt: skip
+        if encoding:
+            fields.append(("Content-Encoding", encoding))
+        fields.append(("Connection", "close"))
+        lines = "".join(f"{n}: {v}\r\n" for n, v in fields)
+        out.write(f"HTTP/1.1 {status}\r\n{lines}\r\n".encode() + body)
 
 
 def _echo(inp: Reader, out: Writer) -> None:

@@ -538,11 +538,18 @@ class EmulatorServer:
         http10 = req.http_version == "HTTP/1.0"
         if response.stream is None:
             body = response.body
-            chunked = len(body) > http11.CHUNKING_THRESHOLD and not http10 and not head_only
+            # A Content-Length the handler set is Go's to keep (a proxied backend's).
+            declared = response.header("Content-Length") is not None
+            chunked = (
+                not declared
+                and len(body) > http11.CHUNKING_THRESHOLD
+                and not http10
+                and not head_only
+            )
             head = http11.response_head(
                 response.status,
                 response.headers,
-                content_length=None if chunked else len(body),
+                content_length=None if chunked or declared else len(body),
                 chunked=chunked,
                 close=not keep_alive,
             )
