@@ -29,6 +29,12 @@ from . import (
 from .audit import AuditLog
 from .client_address import forwarded_for
 from .client_credentials import SentCredentials, drop_trailers, take_credentials
+from .client_deadlines import (
+    ClientDeadlines,
+    ClientTimeouts,
+    close_client_connection,
+    close_expired,
+)
 from .connection_limits import ConnectionLimits
 from .errors import ConfigError
 from .flow_labels import label
@@ -94,6 +100,8 @@ class K8sAuth:
         self.websocket_limits = websocket_relay.RelayLimits(max_message_bytes=1)
         self.message_log = MessageLog()
         self.reset_limit = rapid_reset.ResetLimit(per_minute=1)
+        self.deadlines = ClientDeadlines(ClientTimeouts())
+        self._deadline_keeper: asyncio.Task[None] | None = None
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
@@ -211,6 +219,7 @@ class K8sAuth:
             self._start_reloading(self.runtime)
             self._check_upstreams(self.runtime)
             self._check_cluster_trust(self.runtime)
+            self._deadline_keeper = asyncio.create_task(close_expired(self.deadlines))
 
     async def _listen(self, runtime: Runtime) -> None:
         # mitmproxy starts its listeners before scripts load, so the default forward proxy may
@@ -286,6 +295,10 @@ class K8sAuth:
         self.upstream_timeouts.seconds = runtime.settings.upstream.response_timeout
         self.websocket_limits.max_message_bytes = runtime.settings.max_websocket_message_bytes
         self.reset_limit.per_minute = runtime.settings.http2_resets_per_minute
+        timeouts = self.deadlines.timeouts
+        timeouts.handshake = runtime.settings.handshake_timeout
+        timeouts.request_header = runtime.settings.request_header_timeout
+        timeouts.keepalive = runtime.settings.keepalive_timeout
 
     def done(self) -> None:
         if self._reloader:
@@ -296,6 +309,8 @@ class K8sAuth:
             self._health_checker = None
         if self._trust_checker:
             self._trust_checker.cancel()
+        if self._deadline_keeper:
+            self._deadline_keeper.cancel()
         upstream_retry.install(None)
         self._stop_recorder()
 
@@ -308,10 +323,21 @@ class K8sAuth:
                 client.proxy_mode.full_spec,
             )
             return
-        refused = self.limits.admit(client.id, client.peername[0])
+        address = client.peername[0]
+        room = self.limits.make_room(address)
+        if room:
+            # The oldest connection without a login: it held a slot, a newcomer may use it.
+            logger.warning(
+                "kube-front-proxy: at %s connections: closed one from %s without a login",
+                self.limits.max_total,
+                close_client_connection(room),
+            )
+        refused = self.limits.admit(client.id, address)
         if refused:
             client.error = f"refused: {refused}"
             logger.warning("kube-front-proxy: refused a connection: %s", refused)
+        else:
+            self.deadlines.connected(client.id)
 
     def next_layer(self, nextlayer: layer.NextLayer) -> None:
         tls_only.first_layer(nextlayer, self._mode)
@@ -328,6 +354,7 @@ class K8sAuth:
             logger.exception("kube-front-proxy: internal error reading a client certificate")
             chain = PeerChain(unreadable="internal error reading the client certificate chain")
         self.peer_chains.record(data.conn.id, chain)
+        self.deadlines.handshake_done(data.conn.id)
         # Flows (mitmweb, -w files) show the chain that was proven, not mitmproxy's reading.
         data.conn.certificate_list = [certs.Cert(c) for c in chain.certificates]
 
@@ -346,6 +373,7 @@ class K8sAuth:
 
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         try:
+            self.deadlines.request_started(flow.client_conn.id, flow.id)
             # Every flow, refused ones too: flows are shown in mitmweb and saved with -w.
             sent = take_credentials(flow.request)
             self._limit_http2_head(flow)
@@ -426,6 +454,7 @@ class K8sAuth:
             else:
                 flow.response = unauthorized(runtime.settings.realm)
             return
+        self.limits.logged_in(flow.client_conn.id)
         if not runtime.settings.allow_client_impersonation and asks_to_impersonate(
             flow.request.headers.fields
         ):
@@ -474,10 +503,17 @@ class K8sAuth:
         return True
 
     def response(self, flow: http.HTTPFlow) -> None:
+        self._request_done(flow)
         if not flow.response or not flow.response.stream:
             self._hide_upstream(flow, body=True)
         if self.recorder.enabled:
             self.recorder.response_done(flow)
+
+    def _request_done(self, flow: http.HTTPFlow) -> None:
+        client_id = flow.client_conn.id
+        upgraded = bool(flow.response and flow.response.status_code == 101)
+        logged_in = self.limits.has_logged_in(client_id)
+        self.deadlines.request_done(client_id, flow.id, logged_in=logged_in, upgraded=upgraded)
 
     def websocket_end(self, flow: http.HTTPFlow) -> None:
         self._end_message_log(flow)
@@ -514,6 +550,7 @@ class K8sAuth:
 
     def client_disconnected(self, client: connection.Client) -> None:
         self.limits.release(client.id, client.peername[0])
+        self.deadlines.forget(client.id)
         self.peer_chains.forget(client.id)
         if self.recorder.enabled:
             self.recorder.connection_closed(client)
@@ -529,6 +566,7 @@ class K8sAuth:
             # Before mitmdump prints it and the flow is saved (both come after this hook).
             flow.error.msg = quoted_bytes.withhold_bytes(flow.error.msg)
         self.upstream_timeouts.stop(flow)
+        self._request_done(flow)
         if self.runtime:
             self.runtime.router.failed(flow)
         if flow.error:

@@ -131,6 +131,11 @@ class Settings:
     max_request_body_bytes: int = 3 * 1024 * 1024
     max_websocket_message_bytes: int = 4 * 1024 * 1024
     http2_resets_per_minute: int = 100
+    # Seconds a client connection has for its TLS handshake, for a request head, and between
+    # requests once logged in (client_deadlines.py).
+    handshake_timeout: int = 10
+    request_header_timeout: int = 10
+    keepalive_timeout: int = 90
 
 
 def load_settings(path: Path) -> Settings:
@@ -228,6 +233,7 @@ def load_settings(path: Path) -> Settings:
     limits = root.section("limits")
     max_request_head_bytes, max_request_body_bytes, max_websocket_message_bytes = _limits(limits)
     http2_resets_per_minute = _http2_resets(limits)
+    handshake_timeout, request_header_timeout, keepalive_timeout = _client_timeouts(limits)
     limits.finish()
 
     root.finish()
@@ -266,6 +272,9 @@ def load_settings(path: Path) -> Settings:
         max_request_body_bytes=max_request_body_bytes,
         max_websocket_message_bytes=max_websocket_message_bytes,
         http2_resets_per_minute=http2_resets_per_minute,
+        handshake_timeout=handshake_timeout,
+        request_header_timeout=request_header_timeout,
+        keepalive_timeout=keepalive_timeout,
     )
 
 
@@ -306,6 +315,24 @@ def _http2_resets(section: Section) -> int:
     if per_minute < 1:
         raise section.error("http2_resets_per_minute", "must be at least 1")
     return per_minute
+
+
+def _client_timeouts(section: Section) -> tuple[int, int, int]:
+    """Slowloris: a TLS handshake and a request head must not take long (nginx's
+    ssl_handshake_timeout and client_header_timeout; kube-apiserver's ReadHeaderTimeout is
+    32 s). Between requests, kube-apiserver's IdleTimeout (90 s)."""
+    values = []
+    for key, default in (
+        ("handshake_timeout_seconds", 10),
+        ("request_header_timeout_seconds", 10),
+        ("keepalive_timeout_seconds", 90),
+    ):
+        seconds = section.integer(key, default)
+        if seconds < 1:
+            raise section.error(key, "must be at least 1")
+        values.append(seconds)
+    handshake, header, keepalive = values
+    return handshake, header, keepalive
 
 
 def _authn_order(section: Section, configured: list[str]) -> tuple[str, ...]:
