@@ -14,6 +14,10 @@ Go accepts an absolute-form target (`GET https://host:port/path HTTP/1.1`) and r
 path; so does the proxy, but the API server gets it in origin-form with the proxy's own Host:
 nothing of the client's authority or scheme goes upstream. Over HTTP/2 the `:path` must be
 origin-form (RFC 9113 8.3.1); anything else (`*`, an absolute URI) is a 400.
+
+A request body may be sent with one transfer coding only, `chunked`: Go answers any other
+(`gzip, chunked`) with a 501 "unsupported transfer encoding"; the proxy answers 400 before the
+body is read, bad input being a 4xx here.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 BAD_METHOD = "the request method is not a valid token"
 BAD_TARGET = "the request target must be a path (origin-form) without control characters"
 BAD_HEADER_VALUE = "a request header value contains a control character or a line break"
+BAD_TRANSFER_ENCODING = "the only transfer coding accepted for a request body is chunked"
 
 
 def malformed_head(request: http.Request) -> str | None:
@@ -40,6 +45,9 @@ def malformed_head(request: http.Request) -> str | None:
         return BAD_TARGET
     if any(_CONTROL.search(value) for _, value in data.headers.fields):
         return BAD_HEADER_VALUE
+    codings = request.headers.get_all("transfer-encoding")
+    if codings and [c.strip(" \t").lower() for c in codings] != ["chunked"]:
+        return BAD_TRANSFER_ENCODING
     return None
 
 

@@ -263,3 +263,255 @@ def test_one_client_request_is_one_upstream_request(
     if client == "h1" and kind.h1_framing == "none" and body:
         expected = [201, 401, 200]
     assert answers == expected
+
+
+# -- the differential corpus ---------------------------------------------------------------
+#
+# Raw HTTP/1.1 requests whose framing parsers disagree about (RFC 9112 6, and the classic
+# CL.TE/TE.CL/TE.TE desyncs), each followed on the same connection by alice's GET with
+# `Connection: close`. Whatever the proxy makes of the bytes, the API server sees only alice, at
+# most the two requests she sent, and never the smuggled one; nothing is a 5xx. "ok" variants
+# are well-formed: the POST must arrive with exactly its body. "refused" ones are malformed:
+# the proxy answers 4xx and forwards nothing. "any": parsers may read them either way.
+
+PAYLOAD = smuggled("corpus")
+N = len(PAYLOAD)
+
+
+def chunked(body: bytes, size_line: str = "{:x}", end: bytes = b"0\r\n\r\n") -> bytes:
+    return (size_line.format(len(body)) + "\r\n").encode() + body + b"\r\n" + end
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    framing: str  # header lines after the login, "\r\n"-separated
+    body: bytes
+    expect: str  # ok, refused, any
+    sent: bytes = PAYLOAD  # what the API server must get, for "ok"
+    line: str = "POST {path} HTTP/1.1"
+    eol: str = "\r\n"
+
+
+def _variants() -> list[Variant]:
+    out: list[Variant] = []
+    # Content-Length: name case, value whitespace, then values Go or mitmproxy refuse.
+    for name in ("Content-Length", "content-length", "CONTENT-LENGTH", "cONTENT-lENGTH"):
+        out.append(Variant(f"cl-name-{name}", f"{name}: {N}", PAYLOAD, "ok"))
+    for label, value in [("no-space", f"{N}"), ("spaces", f"   {N}   "), ("tabs", f"\t{N}\t")]:
+        out.append(Variant(f"cl-ws-{label}", f"Content-Length:{value}", PAYLOAD, "ok"))
+    for label, value in [("plus", f"+{N}"), ("leading-zero", f"0{N}"), ("list", f"{N},{N}"),
+                         ("list-space", f"{N}, {N}"), ("hex", f"0x{N:x}"), ("minus", "-1"),
+                         ("decimal", f"{N}.0"), ("suffix", f"{N}a"), ("empty", ""),
+                         ("huge", "9" * 30)]:  # fmt: skip
+        out.append(Variant(f"cl-value-{label}", f"Content-Length: {value}", PAYLOAD, "refused"))
+    out += [
+        Variant("cl-duplicate-same", f"Content-Length: {N}\r\nContent-Length: {N}", PAYLOAD,
+                "refused"),
+        Variant("cl-duplicate-differ", f"Content-Length: {N}\r\nContent-Length: 0", PAYLOAD,
+                "refused"),
+        Variant("cl-space-before-colon", f"Content-Length : {N}", PAYLOAD, "refused"),
+        Variant("cl-obs-fold", f"Content-Length:\r\n {N}", PAYLOAD, "refused"),
+        Variant("cl-underscore", f"Content_Length: {N}", PAYLOAD, "any"),
+        Variant("cl-vertical-tab", f"Content-Length: {N}\x0b", PAYLOAD, "any"),
+        # The body is shorter than the rest: what follows it is the client's next request.
+        Variant("cl-short", "Content-Length: 10", b"x" * 10 + PAYLOAD, "any"),
+        Variant("cl-zero", "Content-Length: 0", PAYLOAD, "any"),
+    ]  # fmt: skip
+    # Transfer-Encoding: case and whitespace, codings, duplicates, TE with CL (CL.TE, TE.CL).
+    body = chunked(PAYLOAD)
+    for value in ("chunked", "Chunked", "CHUNKED", "  chunked  ", "\tchunked"):
+        out.append(Variant(f"te-value-{value.strip()}-{len(value)}",
+                           f"Transfer-Encoding: {value}", body, "ok"))  # fmt: skip
+    for name in ("transfer-encoding", "TRANSFER-ENCODING"):
+        out.append(Variant(f"te-name-{name}", f"{name}: chunked", body, "ok"))
+    for value in ("chunked, identity", "identity, chunked", "chunked, chunked", "xchunked",
+                  "chunked;q=1", "identity", "gzip", "gzip, chunked", "x-custom, chunked",
+                  ""):  # fmt: skip
+        out.append(Variant(f"te-value-{value or 'empty'}", f"Transfer-Encoding: {value}",
+                           body, "refused"))  # fmt: skip
+    out += [
+        Variant("te-duplicate", "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked",
+                body, "refused"),
+        Variant("te-space-before-colon", "Transfer-Encoding : chunked", body, "refused"),
+        Variant("te-obs-fold", "Transfer-Encoding:\r\n chunked", body, "refused"),
+        Variant("te-then-cl", f"Transfer-Encoding: chunked\r\nContent-Length: {len(body)}",
+                body, "refused"),
+        Variant("cl-then-te", "Content-Length: 4\r\nTransfer-Encoding: chunked", body,
+                "refused"),
+        Variant("te-cl-zero", "Transfer-Encoding: chunked\r\nContent-Length: 0", body,
+                "refused"),
+        Variant("te-underscore", "Transfer_Encoding: chunked", body, "any"),
+        Variant("te-vertical-tab", "Transfer-Encoding: \x0bchunked", body, "any"),
+        Variant("te-form-feed", "Transfer-Encoding: chunked\x0c", body, "any"),
+        Variant("te-http10", "Transfer-Encoding: chunked", body, "refused",
+                line="POST {path} HTTP/1.0"),
+    ]  # fmt: skip
+    # Chunk framing.
+    te = "Transfer-Encoding: chunked"
+    out += [
+        Variant("chunk-extension", te, chunked(PAYLOAD, "{:x};ext=1"), "ok"),
+        Variant("chunk-extension-quoted", te, chunked(PAYLOAD, '{:x};a="b"'), "ok"),
+        Variant("chunk-upper-hex", te, chunked(PAYLOAD, "{:X}"), "ok"),
+        Variant("chunk-leading-zeros", te, chunked(PAYLOAD, "000{:x}"), "ok"),
+        Variant("chunk-0x", te, chunked(PAYLOAD, "0x{:x}"), "refused"),
+        Variant("chunk-minus", te, b"-1\r\n" + PAYLOAD, "refused"),
+        Variant("chunk-overflow", te, b"1" + b"0" * 20 + b"\r\n" + PAYLOAD, "refused"),
+        Variant("chunk-no-crlf-after-data", te,
+                b"%x\r\n%sX0\r\n\r\n" % (len(PAYLOAD), PAYLOAD), "refused"),
+        Variant("chunk-leading-space", te, chunked(PAYLOAD, " {:x}"), "any"),
+        Variant("chunk-trailing-space", te, chunked(PAYLOAD, "{:x} "), "any"),
+        Variant("chunk-bare-lf", te, b"%x\n%s\n0\n\n" % (len(PAYLOAD), PAYLOAD), "any"),
+        # Declared shorter than the data: the rest is not a request (or not alice's).
+        Variant("chunk-short", te, chunked(b"x" * 5, end=b"") + b"0\r\n\r\n" + PAYLOAD, "any"),
+        Variant("chunk-trailers", te,
+                chunked(PAYLOAD, end=b"0\r\nX-Remote-User: admin\r\nContent-Length: 5\r\n\r\n"),
+                "ok"),
+        Variant("chunk-trailer-obs-fold", te,
+                chunked(PAYLOAD, end=b"0\r\nX-A: b\r\n X-Remote-User: admin\r\n\r\n"), "any"),
+    ]  # fmt: skip
+    # The head itself.
+    out += [
+        Variant("head-bare-lf", f"Content-Length: {N}", PAYLOAD, "ok", eol="\n"),
+        Variant("head-bare-cr", f"Content-Length: {N}", PAYLOAD, "refused", eol="\r"),
+        Variant("head-obs-fold-other", f"Content-Length: {N}\r\nX-A: b\r\n X-Remote-User: x",
+                PAYLOAD, "refused"),
+        Variant("head-bare-cr-in-value", f"Content-Length: {N}\r\nX-A: b\rX-Remote-User: x",
+                PAYLOAD, "refused"),
+        Variant("head-absolute-form", f"Content-Length: {N}", PAYLOAD, "ok",
+                line="POST https://evil.example:1{path} HTTP/1.1"),
+        Variant("head-double-space", f"Content-Length: {N}", PAYLOAD, "any",
+                line="POST  {path}  HTTP/1.1"),
+        Variant("head-expect-continue", f"Content-Length: {N}\r\nExpect: 100-continue",
+                PAYLOAD, "ok"),
+        Variant("head-http10-cl", f"Content-Length: {N}", PAYLOAD, "ok",
+                line="POST {path} HTTP/1.0"),
+    ]  # fmt: skip
+    return out
+
+
+VARIANTS = _variants()
+
+
+def corpus_exchange(proxy: Proxy, data: bytes) -> list[int]:
+    """Every final answer on the connection, until the proxy closes it (or stops answering)."""
+    conn = H1Connection(proxy.port, context(proxy), timeout=5)
+    statuses: list[int] = []
+    try:
+        conn.send(data)
+        while True:
+            try:
+                r = conn.response()
+            except TimeoutError:
+                break  # waiting for body bytes that never come: nothing more to read
+            if r is None:
+                break
+            if r.status >= 200:
+                statuses.append(r.status)
+    finally:
+        conn.close()
+    return statuses
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("variant", VARIANTS, ids=[v.name for v in VARIANTS])
+def test_framing_variants_over_http1(stack: Stack, variant: Variant, mode: str) -> None:
+    proxy = stack.proxy(mode, "h1")
+    emulator = stack.emulator("h1")
+    marker = uuid.uuid4().hex[:12]
+    path, after = f"{SSR}?variant={marker}", f"/version?after={marker}"
+    eol = variant.eol
+    head = eol.join([variant.line.format(path=path), "Host: x", f"{AUTH[0]}: {AUTH[1]}",
+                     variant.framing.replace("\r\n", eol)])  # fmt: skip
+    follow_up = f"GET {after} HTTP/1.1\r\nHost: x\r\n{AUTH[0]}: {AUTH[1]}\r\nConnection: close"
+    before = len(emulator.requests())
+
+    statuses = corpus_exchange(proxy, f"{head}{eol}{eol}".encode() + variant.body +
+                               f"{follow_up}\r\n\r\n".encode())  # fmt: skip
+
+    seen = emulator.requests()[before:]
+    paths = [r["path"] for r in seen]
+    assert all(as_alice(r, mode) for r in seen), [r["authentication"] for r in seen]
+    assert not [p for p in paths if "smuggled" in p], paths
+    assert set(paths) <= {path, after} and len(paths) == len(set(paths)), paths
+    assert not [s for s in statuses if s >= 500], statuses
+    if variant.expect == "ok":
+        assert statuses[:1] == [201] and paths[:1] == [path], (statuses, paths)
+        assert (seen[0]["body_length"], seen[0]["body_sha256"]) == (N, sha256(variant.sent))
+    elif variant.expect == "refused":
+        assert statuses[:1] and 400 <= statuses[0] < 500 and path not in paths, (statuses, paths)
+
+
+@dataclass(frozen=True)
+class H2Variant:
+    name: str
+    headers: tuple[tuple[str, str], ...]
+    expect: str  # ok, refused (a 4xx, or the stream or connection reset), any
+    body: bytes = PAYLOAD
+    trailers: tuple[tuple[str, str], ...] = ()
+    validate: bool = False  # False: the client's h2 library sends what it is given
+
+
+H2_VARIANTS = [
+    H2Variant("cl-exact", (("content-length", str(N)),), "ok"),
+    H2Variant("no-cl", (), "ok"),
+    H2Variant("no-cl-te-trailers", (("te", "trailers"),), "ok"),
+    H2Variant("host-header", (("host", "evil.example:1"),), "refused"),  # not :authority
+    H2Variant("trailers", (), "ok", trailers=(("x-remote-user", "admin"),
+                                              ("content-length", "5"))),
+    H2Variant("cl-zero-with-body", (("content-length", "0"),), "refused"),
+    H2Variant("cl-short", (("content-length", "10"),), "refused"),
+    H2Variant("cl-long", (("content-length", str(N + 10)),), "refused"),
+    H2Variant("cl-duplicate", (("content-length", str(N)), ("content-length", str(N))),
+              "refused"),
+    H2Variant("cl-plus", (("content-length", f"+{N}"),), "refused"),
+    H2Variant("cl-list", (("content-length", f"{N}, {N}"),), "refused"),
+    H2Variant("cl-space", (("content-length", f" {N}"),), "refused"),
+    H2Variant("cl-upper-case-name", (("Content-Length", str(N)),), "refused"),
+    H2Variant("te-chunked", (("transfer-encoding", "chunked"),), "refused",
+              body=chunked(PAYLOAD)),
+    H2Variant("connection-header", (("connection", "keep-alive"),), "refused"),
+    H2Variant("trailers-te", (), "any", trailers=(("transfer-encoding", "chunked"),)),
+    H2Variant("trailers-pseudo", (), "refused", trailers=((":path", "/smuggled"),)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("upstream", UPSTREAMS)
+@pytest.mark.parametrize("variant", H2_VARIANTS, ids=[v.name for v in H2_VARIANTS])
+def test_framing_variants_over_http2(
+    stack: Stack, variant: H2Variant, upstream: str, mode: str
+) -> None:
+    proxy = stack.proxy(mode, upstream)
+    emulator = stack.emulator(upstream)
+    marker = uuid.uuid4().hex[:12]
+    path, after = f"{SSR}?variant={marker}", f"/version?after={marker}"
+    login = [(AUTH[0].lower(), AUTH[1])]
+    before = len(emulator.requests())
+
+    client = H2Client(proxy.port, context(proxy), "localhost")
+    try:
+        answer = client.response(client.request(
+            "POST", path, [*login, *variant.headers], variant.body,
+            validate=variant.validate, trailers=variant.trailers,
+        ))  # fmt: skip
+        if client.goaway is not None:
+            client.close()
+            client = H2Client(proxy.port, context(proxy), "localhost")
+        follow_up = client.response(client.request("GET", after, login))
+    finally:
+        client.close()
+
+    seen = emulator.requests()[before:]
+    paths = [r["path"] for r in seen]
+    assert all(as_alice(r, mode) for r in seen), [r["authentication"] for r in seen]
+    assert not [p for p in paths if "smuggled" in p], paths
+    assert answer.status < 500 and follow_up.status == 200
+    if variant.expect == "ok":
+        assert (answer.status, paths) == (201, [path, after])
+        assert (seen[0]["body_length"], seen[0]["body_sha256"]) == (N, sha256(variant.body))
+    elif variant.expect == "refused":
+        assert answer.status == 0 or 400 <= answer.status < 500, answer
+        assert paths == [after]
+    else:
+        assert paths in ([after], [path, after])

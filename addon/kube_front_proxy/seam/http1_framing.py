@@ -17,6 +17,11 @@ smuggling). The replacement frames each request it writes, whatever the client's
 - request trailers are not forwarded (over HTTP/1.1 they need a chunked body, mitmproxy's client
   fails on them, and the API server reads none).
 
+The other end of the same rule: a client's HTTP/1.1 body whose chunked framing is broken (a
+chunk size that is not hex, a missing CRLF) made mitmproxy close the connection without a word;
+the client now gets a 400 Status first, as Go's and nginx's servers answer, and nothing has gone
+upstream (a chunked body is read whole before it is forwarded, request_limits.py).
+
 No public hook can do this: the upstream protocol is chosen by ALPN when the connection opens,
 after the request hooks; a body mitmproxy starts to stream once it passes `stream_large_bodies`
 sends its head without another hook; and addons after this one (mitmweb's intercept) may still
@@ -33,7 +38,8 @@ from dataclasses import dataclass
 from weakref import WeakKeyDictionary
 
 from mitmproxy import http
-from mitmproxy.proxy import commands, layer
+from mitmproxy.net.http import http1
+from mitmproxy.proxy import commands, events, layer
 from mitmproxy.proxy.layers.http._events import (
     HttpEvent,
     RequestData,
@@ -41,12 +47,15 @@ from mitmproxy.proxy.layers.http._events import (
     RequestHeaders,
     RequestTrailers,
 )
-from mitmproxy.proxy.layers.http._http1 import Http1Client
+from mitmproxy.proxy.layers.http._http1 import Http1Client, Http1Server
 
-from .. import seam
+from .. import seam, status
 
 _VALID_LENGTH = re.compile(rb"0|[1-9][0-9]{0,18}")
 _Send = Callable[[Http1Client, HttpEvent], layer.CommandGenerator[None]]
+_ReadBody = Callable[[Http1Server, events.Event], layer.CommandGenerator[None]]
+
+BAD_BODY = "the request body's chunked framing is malformed"
 
 
 @dataclass(frozen=True)
@@ -142,8 +151,44 @@ def _framed_send(original: _Send) -> _Send:
     return send
 
 
+def bad_body_response() -> bytes:
+    response = status.status_response(400, BAD_BODY)
+    response.headers["Connection"] = "close"
+    return bytes(http1.assemble_response(response))  # type: ignore[no-untyped-call]
+
+
+def _answered_read_body(original: _ReadBody) -> _ReadBody:
+    def read_body(self: Http1Server, event: events.Event) -> layer.CommandGenerator[None]:
+        commands_ = original(self, event)
+        result = None
+        while True:
+            try:
+                command = commands_.send(result)
+            except StopIteration:
+                return
+            # The reader closes the connection only when h11 cannot parse the body; while the
+            # client is still there and nothing was answered, it hears why first.
+            if (
+                isinstance(command, commands.CloseConnection)
+                and command.connection is self.conn
+                and isinstance(event, events.DataReceived)
+                and self.response is None
+            ):
+                yield commands.SendData(self.conn, bad_body_response())
+            result = yield command
+
+    return read_body
+
+
 def install() -> None:
     """Idempotent (the seam never wraps twice)."""
+    seam.replace(
+        Http1Server,
+        "read_body",
+        _answered_read_body(seam.original(Http1Server, "read_body")),
+        fingerprint="d821888c1e1512b3",
+        why="a client body with broken chunked framing is answered 400 before the close",
+    )
     original = seam.original(Http1Client, "send")
     seam.replace(
         Http1Client,
