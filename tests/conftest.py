@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +16,7 @@ sys.path.insert(0, str(REPO / "addon"))
 
 import devpki  # noqa: E402
 
+from . import support  # noqa: E402
 from .e2e import Emulator, Proxy, start_emulator, start_proxy_for  # noqa: E402
 
 
@@ -54,3 +57,44 @@ def limited(
     )  # fmt: skip
     yield p
     p.process.stop()
+
+
+# Tests that start real processes (the emulator, the proxy, kubectl, redis) are end-to-end;
+# the rest are unit tests. `pytest -m unit` runs in seconds; `pytest -m e2e` runs the others.
+_PROCESS_FIXTURES = ("emulator", "proxy", "limited", "redis", "kubectl", "mitmweb", "web")
+_STARTS_PROCESS = re.compile(r"start_proxy|start_emulator|Process\(|subprocess\.|KUBECTL|kubectl\(")
+
+
+_E2E_MODULES = ("test_e2e_", "test_emulator_", "test_load", "test_matrix", "test_healthz")
+
+
+def _starts_processes(item: pytest.Item) -> bool:
+    path = Path(str(item.fspath))
+    if "attacks" in path.parts or path.name.startswith(_E2E_MODULES):
+        return True
+    names = getattr(item, "fixturenames", ())
+    if any(part in name for name in names for part in _PROCESS_FIXTURES):
+        return True
+    function = getattr(item, "function", None)
+    try:
+        return function is not None and bool(_STARTS_PROCESS.search(inspect.getsource(function)))
+    except (OSError, TypeError):
+        return True
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(pytest.mark.e2e if _starts_processes(item) else pytest.mark.unit)
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_process(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test marked unit that starts a server process fails: the marking above is wrong."""
+    if request.node.get_closest_marker("unit"):
+
+        def refuse(*args: object, **kwargs: object) -> None:
+            pytest.fail("a unit test started a process: tests/conftest.py must mark it e2e")
+
+        monkeypatch.setattr(support.Process, "__init__", refuse)
