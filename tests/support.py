@@ -27,6 +27,14 @@ BIN = Path(sys.executable).parent
 KUBECTL = "/usr/bin/kubectl"
 
 
+def wait_until(condition: Callable[[], object], timeout: float = 10) -> None:
+    """Poll condition until it is true; fail after timeout seconds (instead of a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

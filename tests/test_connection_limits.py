@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import socket
 import ssl
-import time
 from pathlib import Path
 
 from kube_front_proxy.connection_limits import ConnectionLimits
 
 from .e2e import Emulator, basic_header, password_of, start_proxy_for
+from .support import wait_until
 
 
 def test_limits_count_and_release() -> None:
@@ -54,9 +54,15 @@ def test_a_client_over_its_limit_is_refused_others_are_not(
         assert is_refused(proxy.port, pki)
         assert "too many connections from 127.0.0.1 (3)" in proxy.process.output()
         held.pop().close()
-        time.sleep(0.3)
-        status, _, _ = proxy.raw("GET", "/version", [basic_header("alice", password_of("alice"))])
-        assert status == 200
+        login = [basic_header("alice", password_of("alice"))]
+
+        def served() -> bool:
+            try:
+                return proxy.raw("GET", "/version", login)[0] == 200
+            except OSError:  # refused: the proxy has not seen the close yet
+                return False
+
+        wait_until(served)
     finally:
         for s in held:
             s.close()

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from .e2e import Emulator, Proxy, basic_header, password_of, start_emulator, start_proxy_for
-from .support import KUBECTL, raw_request
+from .support import KUBECTL, raw_request, wait_until
 
 PODS = "/api/v1/namespaces/default/pods"
 REVIEW = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
@@ -64,6 +64,13 @@ class Pair:
         """Requests for method and path (query ignored) emulator i got since mark()."""
         records = self.emulators[i].requests()[self.mark[i] :]
         return sum(1 for r in records if r["method"] == method and r["path"] == path)
+
+    def checked(self, i: int) -> None:
+        """Wait until the proxy has acted on emulator i's state as it is now: two of its
+        health checks arrived after this call, so the first of them has been answered."""
+        probes = self.emulators[i].requests
+        before = sum(1 for r in probes() if r["path"] == "/readyz")
+        wait_until(lambda: sum(1 for r in probes() if r["path"] == "/readyz") >= before + 2)
 
     def set_mark(self) -> None:
         self.mark = [len(e.requests()) for e in self.emulators]
@@ -113,14 +120,6 @@ def get(proxy: Proxy, path: str = PODS, method: str = "GET") -> tuple[int, dict[
     return proxy.raw(method, path, headers, body if method == "POST" else None)
 
 
-def wait_until(condition: object, timeout: float = 10) -> None:
-    assert callable(condition)
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def proxy_context(proxy: Proxy) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(proxy.pki / "proxy-ca.crt"))
 
@@ -160,15 +159,20 @@ class Looper(threading.Thread):
             self.results.append((start, time.monotonic() - start, status))
 
 
+def answered(loopers: list[Looper]) -> int:
+    return sum(len(looper.results) for looper in loopers)
+
+
 def test_killing_one_server_loses_no_idempotent_request(pair: Pair) -> None:
     loopers = [Looper(pair.proxy, keep_alive) for keep_alive in (True, False, True, False)]
     for looper in loopers:
         looper.start()
-    time.sleep(1.5)
+    wait_until(lambda: answered(loopers) > 40)
     pair.set_mark()
     killed_at = time.monotonic()
     pair.kill(0)
-    time.sleep(3)
+    since = answered(loopers)
+    wait_until(lambda: answered(loopers) > since + 80, 20)
     for looper in loopers:
         looper.stop.set()
         looper.join(10)
@@ -189,7 +193,7 @@ def test_request_waiting_on_a_killed_server_get_retried_post_not(pair: Pair) -> 
     # Park one GET and one POST on server 0: server 1 not ready, server 0 slow.
     pair.not_ready(1, True)
     wait_until(lambda: get(pair.proxy)[0] == 200 and pair.since_mark(1) == 0, 5)
-    time.sleep(CHECK_INTERVAL + 0.5)
+    pair.checked(1)
     pair.slow(0, 30)
     pair.set_mark()
     answers: dict[str, tuple[int, dict[str, str], bytes]] = {}
@@ -203,7 +207,7 @@ def test_request_waiting_on_a_killed_server_get_retried_post_not(pair: Pair) -> 
         t.start()
     wait_until(lambda: pair.since_mark(0) == 1 and pair.since_mark(0, "POST", REVIEW) == 1)
     pair.not_ready(1, False)
-    time.sleep(CHECK_INTERVAL + 0.5)
+    pair.checked(1)
     pair.kill(0)
     for t in threads:
         t.join(10)
@@ -231,12 +235,12 @@ def open_watch(proxy: Proxy) -> tuple[ssl.SSLSocket, bytes]:
 
 def test_a_watch_on_a_killed_server_ends_cleanly(pair: Pair) -> None:
     pair.not_ready(1, True)
-    time.sleep(CHECK_INTERVAL + 0.5)
+    pair.checked(1)
     sock, data = open_watch(pair.proxy)
     assert data.startswith(b"HTTP/1.1 200") and b"transfer-encoding: chunked" in data.lower()
     wait_until(lambda: pair.since_mark(0, path=f"{PODS}?watch=true") == 1)
     pair.not_ready(1, False)
-    time.sleep(CHECK_INTERVAL + 0.5)
+    pair.checked(1)
     pair.kill(0)
     while not data.endswith(b"\r\n0\r\n\r\n"):
         chunk = sock.recv(65536)
@@ -254,7 +258,7 @@ def test_a_slow_server_gets_less_traffic(pair: Pair) -> None:
     loopers = [Looper(pair.proxy, keep_alive=True) for _ in range(6)]
     for looper in loopers:
         looper.start()
-    time.sleep(4)
+    wait_until(lambda: answered(loopers) > 150, 20)
     for looper in loopers:
         looper.stop.set()
         looper.join(10)
@@ -275,7 +279,7 @@ def test_both_down_is_a_clean_503_that_names_no_address(pair: Pair) -> None:
     status, headers, body = get(pair.proxy)
     # Until the proxy knows: the connection attempts fail (502); then it answers itself (503).
     assert (status, body) in ((502, BAD_GATEWAY), (503, NO_SERVER))
-    time.sleep(CHECK_INTERVAL + 1.5)
+    wait_until(lambda: get(pair.proxy)[0] == 503)  # both health checks failed
     status, headers, body = get(pair.proxy)
     assert (status, body) == (503, NO_SERVER)
     assert headers["Content-Type"] == "application/json"
