@@ -10,7 +10,10 @@ connection, whatever their method.
 from __future__ import annotations
 
 import collections
+import signal
 import ssl
+import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,10 +21,14 @@ import pytest
 
 from .e2e import Emulator, Proxy, basic_header, password_of, start_emulator, start_proxy_for
 from .h2client import H2Client
+from .support import KUBECTL
+from .test_e2e_ha import _mkdir, wait_until, watch_requests
 
 PODS = "/api/v1/namespaces/default/pods"
 REVIEW = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
 AUTH = [(n.lower(), v) for n, v in [basic_header("alice", password_of("alice"))]]
+REVIEW_BODY = b'{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}'
+JSON = ("content-type", "application/json")
 GETS = 1000
 POSTS = 200
 # Streams open at once on the client's connection, so that a GOAWAY finds streams above its
@@ -85,8 +92,8 @@ def test_posts_refused_by_goaway_are_sent_again_and_processed_once(
     """A stream above GOAWAY's last stream id was never processed: even a POST is sent again."""
     emulator, proxy = goaway_stack
     before = len(emulator.requests())
-    body = b'{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}'
-    headers = [*AUTH, ("content-type", "application/json")]
+    body = REVIEW_BODY
+    headers = [*AUTH, JSON]
     statuses: collections.Counter[int] = collections.Counter()
     client = h2_client(proxy)
     try:
@@ -140,3 +147,106 @@ def test_a_401_followed_by_goaway_reaches_kubectl_as_unauthorized(
     ), again.stderr
     upstream = emulator.requests()
     assert upstream and {(r["status"], r["http_version"]) for r in upstream} == {(401, "HTTP/2.0")}
+
+
+class H2Load(threading.Thread):
+    """Requests over one HTTP/2 connection to the proxy until stopped: batches of four GETs and
+    one POST (a SelfSubjectReview) at a time. A 503 with Retry-After (kube-apiserver's
+    WithWaitGroup while it shuts down) is retried once, as client-go does; counted apart."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        super().__init__(daemon=True)
+        self.proxy = proxy
+        self.stop = threading.Event()
+        self.statuses: dict[str, collections.Counter[int]] = {
+            "GET": collections.Counter(),
+            "POST": collections.Counter(),
+        }
+        self.retried_503 = 0
+        self.error: BaseException | None = None
+
+    def done(self) -> int:
+        return sum(self.statuses["GET"].values())
+
+    def run(self) -> None:
+        client = h2_client(self.proxy)
+        try:
+            while not self.stop.is_set():
+                batch = [*(["GET"] * 4), "POST"]
+                streams = [(method, self._send(client, method)) for method in batch]
+                for method, stream in streams:
+                    response = client.response(stream)
+                    if response.status == 503 and response.header("retry-after"):
+                        self.retried_503 += 1
+                        response = client.response(self._send(client, method))
+                    self.statuses[method][response.status if response.ended else -1] += 1
+        except BaseException as e:  # reported by the test
+            self.error = e
+        finally:
+            client.close()
+
+    @staticmethod
+    def _send(client: H2Client, method: str) -> int:
+        if method == "GET":
+            return client.request("GET", PODS, AUTH)
+        return client.request("POST", REVIEW, [*AUTH, JSON], REVIEW_BODY)
+
+
+def test_a_rolling_restart_loses_no_get_and_ends_the_watch_cleanly(
+    pki: Path, tmp_path: Path
+) -> None:
+    """One of two API servers restarts as kube-apiserver does on SIGTERM: /readyz fails, the
+    listener closes, HTTP/2 connections get GOAWAY and close once their streams are done, and
+    what is still open after --request-timeout (the watch) is cut. The proxy sends the streams
+    above the GOAWAY again, on the other server, and ends the cut watch as a watch ends."""
+    # Every answer takes 0.2 s, so that requests are in flight when the GOAWAY comes.
+    flags = ["-q", "--request-timeout", "3s", "--response-delay", "0.2"]
+    emulators = [start_emulator(pki, _mkdir(tmp_path / f"emulator-{i}"), *flags) for i in (0, 1)]
+    proxy = start_proxy_for(
+        pki, tmp_path / "proxy", emulators[0].port,
+        upstream={
+            "servers": [f"https://127.0.0.1:{e.port}" for e in emulators],
+            "health_check": {"interval_seconds": 1, "timeout_seconds": 1},
+            "eject_seconds": 2,
+        },
+    )  # fmt: skip
+    watch = subprocess.Popen(
+        [KUBECTL, "--kubeconfig", str(proxy.kubeconfig("alice")), "get", "pods", "-w"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    load = H2Load(proxy)
+    restarted: Emulator | None = None
+    try:
+        wait_until(lambda: any(watch_requests(e) for e in emulators))
+        i = next(i for i, e in enumerate(emulators) if watch_requests(e))
+        load.start()
+        wait_until(lambda: load.done() > 50)
+        emulators[i].process.proc.send_signal(signal.SIGTERM)
+        emulators[i].process.proc.wait(15)
+        done_before_restart = load.done()
+        restarted = start_emulator(
+            pki, _mkdir(tmp_path / "restarted"), *flags, "--secure-port", str(emulators[i].port)
+        )
+        # Back in the rotation once its /readyz passes.
+        wait_until(lambda: sum(r["path"] == PODS for r in restarted.requests()) > 10, 15)
+        load.stop.set()
+        load.join(30)
+        out, err = watch.communicate(timeout=15)
+    finally:
+        load.stop.set()
+        watch.kill()
+        proxy.process.stop()
+        for emulator in [*emulators, *([restarted] if restarted else [])]:
+            emulator.process.stop()
+    gets, posts = (sum(load.statuses[m].values()) for m in ("GET", "POST"))
+    print(
+        f"\nrolling restart: {gets} GETs ({done_before_restart} before the restart) and "
+        f"{posts} POSTs: {load.statuses}, 503 Retry-After retried: {load.retried_503}"
+    )
+    assert load.error is None, repr(load.error)
+    assert load.statuses == {"GET": {200: gets}, "POST": {201: posts}}
+    # The watch was cut as the server exited: kubectl saw a watch end, not an error.
+    assert (watch.returncode, err) == (0, "")
+    assert [line.split()[0] for line in out.splitlines()] == ["NAME", "nginx-1", "nginx-2"]
+    output = proxy.process.output()
+    assert "sent again: the API server sent GOAWAY" in output or "retried on" in output

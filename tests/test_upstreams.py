@@ -12,7 +12,7 @@ from mitmproxy import http
 from mitmproxy.test import tflow
 
 from kube_front_proxy.errors import ConfigError
-from kube_front_proxy.routing import Router, is_watch, may_retry
+from kube_front_proxy.routing import MAX_RESENDS, Router, is_watch, may_retry
 from kube_front_proxy.runtime import Runtime, build_runtime
 from kube_front_proxy.upstreams import (
     LEAST_OUTSTANDING,
@@ -365,3 +365,36 @@ def test_probe_fails_on_a_closed_port(config_dir: Path, pki: Path) -> None:
     from .support import free_port
 
     assert probe_of(config_dir, pki, free_port()) is False
+
+
+def test_router_moves_a_post_that_was_never_sent() -> None:
+    """The connection could not be opened (a restarting server's closed listener): the request
+    never left the proxy, so even a POST goes to another server."""
+    pool = ServerPool([A, B], ROUND_ROBIN, 10)
+    router = Router(pool, retries=1)
+    f = flow("POST")
+    router.route(f)
+    assert router.retry_target(f, unsent=True) == B
+    assert (f.request.host, pool.servers[0].failures) == (B[0], 1)
+
+
+def test_resend_after_goaway_prefers_another_server_and_ejects_none() -> None:
+    pool = ServerPool([A, B], ROUND_ROBIN, 10)
+    router = Router(pool, retries=0)
+    f = flow("POST")
+    router.route(f)
+    assert router.resend_target(f) == B
+    assert router.resend_target(f) == A
+    assert [s.failures for s in pool.servers] == [0, 0]
+    assert [s.outstanding for s in pool.servers] == [1, 0]
+
+
+def test_resend_after_goaway_to_a_lone_server_goes_to_it_a_bounded_number_of_times() -> None:
+    pool = ServerPool([A], ROUND_ROBIN, 10)
+    router = Router(pool, retries=0)
+    f = flow("DELETE")
+    router.route(f)
+    assert [router.resend_target(f) for _ in range(MAX_RESENDS)] == [A] * MAX_RESENDS
+    assert router.resend_target(f) is None
+    router.failed(f)
+    assert pool.servers[0].outstanding == 0

@@ -76,14 +76,19 @@ class Router:
         if attempt:
             self.pool.release(attempt.address)
 
-    def retry_target(self, flow: http.HTTPFlow) -> Address | None:
+    def retry_target(self, flow: http.HTTPFlow, *, unsent: bool = False) -> Address | None:
         """The server connection failed before any response byte: eject the server, and
-        return another one for the flow if it may be sent again (it is then pointed there)."""
+        return another one for the flow if it may be sent again (it is then pointed there).
+
+        `unsent`: the connection could not even be opened, so the request never left the
+        proxy and may go elsewhere whatever its method (a restarting API server's closed
+        listener); else only GET and HEAD are sent again."""
         attempt = self._attempts.get(flow.id)
         if attempt is None:
             return None
         self.pool.connection_failed(attempt.address)
-        if not may_retry(flow.request) or len(attempt.tried) > self.retries:
+        movable = may_retry(flow.request) or (unsent and not flow.request.stream)
+        if not movable or len(attempt.tried) > self.retries:
             return None
         server = self.pool.acquire(exclude=attempt.tried)
         if server is None:

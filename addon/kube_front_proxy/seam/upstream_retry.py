@@ -10,8 +10,9 @@ that; the error hook only hears about it afterwards. So this module wraps that o
   on a new connection, whatever its method, preferably to another server (the router's
   resend_target), as long as the whole request is in hand;
 - the connection failed before any response byte (refused, TLS failure, or closed while the
-  request waited), and the router names another server (retry_target: GET and HEAD only):
-  the request is sent again there;
+  request waited), and the router names another server (retry_target: GET and HEAD, or any
+  request when the connection could not be opened, as it was never sent): the request is sent
+  again there;
 - a streamed watch response was cut off: it ends as if the server had ended it (terminating
   chunk, or END_STREAM on HTTP/2), through mitmproxy's own end-of-response path;
 - anything else, or a router that raises: mitmproxy's own handling (fail closed: a 502).
@@ -52,7 +53,7 @@ CLOSED_BEFORE_RESPONSE = frozenset({"server closed connection", "peer closed con
 
 
 class RetryPolicy(Protocol):
-    def retry_target(self, flow: http.HTTPFlow) -> Address | None: ...
+    def retry_target(self, flow: http.HTTPFlow, *, unsent: bool) -> Address | None: ...
 
     def resend_target(self, flow: http.HTTPFlow) -> Address | None: ...
 
@@ -138,7 +139,8 @@ def _choose(policy: RetryPolicy, stream: HttpStream, event: ResponseProtocolErro
             return "resend" if policy.resend_target(stream.flow) else None
         return None
     if failed_before_response(stream, event):
-        return "retry" if policy.retry_target(stream.flow) else None
+        unsent = event.code is ErrorCode.CONNECT_FAILED
+        return "retry" if policy.retry_target(stream.flow, unsent=unsent) else None
     if stream.server_state == stream.state_stream_response_body and policy.ends_cleanly(
         stream.flow
     ):
