@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 from h2.errors import ErrorCodes
+from hyperframe.frame import GoAwayFrame
 
 
 @dataclass
@@ -44,9 +46,16 @@ class H2Client:
         self.conn = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
         )
+        # Like Go's client, it keeps receiving the streams up to a GOAWAY's last stream id (h2
+        # would close its state machine and refuse their frames).
+        self.conn._frame_dispatch_table[GoAwayFrame] = self._receive_goaway_frame
         self.conn.initiate_connection()
         self.responses: dict[int, H2Response] = {}
         self.goaway: int | None = None
+        self.goaway_last_stream: int | None = None
+        # Stream ids whose HEADERS had come when the GOAWAY came.
+        self.answered_before_goaway: list[int] | None = None
+        self.closed = False
         self.pings_acked = 0
         self._flush()
 
@@ -113,16 +122,24 @@ class H2Client:
             self.sock.settimeout(remaining)
             data = self.sock.recv(1 << 20)
             if not data:
+                self.closed = True
                 raise AssertionError("the server closed the connection")
             for event in self.conn.receive_data(data):
                 self._on_event(event)
             self._flush()
 
     def response(self, stream_id: int, timeout: float = 30) -> H2Response:
-        """The whole response of a stream (or how it was reset)."""
+        """The whole response of a stream (or how it was reset), or what came of it before
+        a GOAWAY that leaves it out (an error, or a last stream id below it)."""
         r = self.responses[stream_id]
-        self.wait(lambda: r.ended or r.reset is not None or self.goaway is not None, timeout)
+        self.wait(lambda: r.ended or r.reset is not None or self.dropped(stream_id), timeout)
         return r
+
+    def dropped(self, stream_id: int) -> bool:
+        """A GOAWAY says this stream will not be answered."""
+        if self.goaway is None:
+            return False
+        return self.goaway != ErrorCodes.NO_ERROR or stream_id > (self.goaway_last_stream or 0)
 
     def close(self) -> None:
         self.sock.close()
@@ -145,6 +162,17 @@ class H2Client:
             self.pings_acked += 1
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.goaway = event.error_code
+            self.goaway_last_stream = event.last_stream_id
+            self.answered_before_goaway = [i for i, r in self.responses.items() if r.headers]
+
+    def _receive_goaway_frame(
+        self, frame: GoAwayFrame
+    ) -> tuple[list[object], list[h2.events.Event]]:
+        event = h2.events.ConnectionTerminated()
+        event.error_code = h2.errors._error_code_from_int(frame.error_code)
+        event.last_stream_id = frame.last_stream_id
+        event.additional_data = frame.additional_data or None
+        return [], [event]
 
     def _flush(self) -> None:
         data = self.conn.data_to_send()

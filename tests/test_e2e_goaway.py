@@ -33,7 +33,7 @@ GETS = 1000
 POSTS = 200
 # Streams open at once on the client's connection, so that a GOAWAY finds streams above its
 # last stream id on the proxy's upstream connection.
-CONCURRENT = 10
+CONCURRENT = 20
 
 
 @pytest.fixture(scope="module")

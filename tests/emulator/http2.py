@@ -1,9 +1,11 @@
 """HTTP/2 for the emulated kube-apiserver, with the `h2` library.
 
 kube-apiserver serves HTTP/2 with `golang.org/x/net/http2` (`k8s.io/apiserver pkg/server/
-secure_serving.go` `Serve`: `http2.ConfigureServer` with MaxConcurrentStreams 250,
-MaxUploadBufferPerStream and MaxReadFrameSize 256 KiB, MaxUploadBufferPerConnection 250 times
-that). What is emulated, from `x/net/http2/server.go`:
+secure_serving.go` `Serve`: `http2.ConfigureServer` with MaxConcurrentStreams 100 (1.36's
+default without --http2-max-streams-per-connection; older releases 250),
+MaxUploadBufferPerStream and MaxReadFrameSize 256 KiB, MaxUploadBufferPerConnection 100 times
+that; a real kube-apiserver 1.36 sends exactly these SETTINGS). What is emulated, from
+`x/net/http2/server.go`:
 
 - every stream goes through the same handler chain as an HTTP/1.1 request, in its own thread
   (`serverConn.runHandler` starts a goroutine per stream), once its request body is complete;
@@ -65,7 +67,7 @@ from .api import Hold, Request, Response
 
 log = logging.getLogger("kube-apiserver-emulator")
 
-MAX_CONCURRENT_STREAMS = 250
+MAX_CONCURRENT_STREAMS = 100
 UPLOAD_BUFFER_PER_STREAM = 256 * 1024
 HANDLER_CHUNK_WRITE_SIZE = 4 << 10
 HIGH_WATER = 1 << 20
@@ -170,7 +172,6 @@ class Http2Connection:
         delay: Callable[[], float],
         stopping: threading.Event,
         name: str,
-        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
         self._conn = conn
         self._sock = sock
@@ -194,7 +195,7 @@ class Http2Connection:
         self._cond = threading.Condition()
         self._out = bytearray()
         self._closing = False
-        self._idle_timeout = idle_timeout
+        self._idle_timeout = IDLE_TIMEOUT
         self._idle_since = time.monotonic()
         self._max_client_stream = 0
         self._goaway_wanted = False  # set by handler threads and shutdown(), under the lock

@@ -373,7 +373,10 @@ class EmulatorServer:
     def _accept_loop(self) -> None:
         assert self._listener is not None
         with selectors.DefaultSelector() as sel:
-            sel.register(self._listener, selectors.EVENT_READ)
+            try:
+                sel.register(self._listener, selectors.EVENT_READ)
+            except (OSError, ValueError):
+                return  # stopped (the listener closed) before this thread ran
             while not self._stopping.is_set():
                 try:
                     if not sel.select(timeout=0.1):
