@@ -96,9 +96,8 @@ def test_goaway_chance_is_validated_as_kube_apiserver_does(pki: Path, chance: fl
         kubeadm_config(pki, goaway_chance=chance)
 
 
-def test_idle_http2_connection_gets_goaway(pki: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(http2, "IDLE_TIMEOUT", 0.5)
-    with EmulatorServer(kubeadm_config(pki)) as server:
+def test_idle_http2_connection_gets_goaway(pki: Path) -> None:
+    with EmulatorServer(kubeadm_config(pki, idle_timeout=0.5)) as server:
         client = H2Client(server.port, proxy_context(pki))
         try:
             stream = client.request("GET", PODS, ALICE)
@@ -107,6 +106,22 @@ def test_idle_http2_connection_gets_goaway(pki: Path, monkeypatch: pytest.Monkey
             assert (client.goaway, client.goaway_last_stream) == (ErrorCodes.NO_ERROR, stream)
         finally:
             client.close()
+
+
+def test_idle_http11_connection_is_closed(pki: Path) -> None:
+    context = proxy_context(pki)
+    context.set_alpn_protocols(["http/1.1"])
+    with EmulatorServer(kubeadm_config(pki, idle_timeout=0.5)) as server:
+        conn = http.client.HTTPSConnection(server.host, server.port, context=context, timeout=10)
+        try:
+            conn.request("GET", PODS, headers=dict(ALICE[:2]))
+            assert conn.getresponse().read()
+            start = time.monotonic()
+            assert conn.sock is not None
+            assert conn.sock.recv(1) == b""  # the server closed it
+            assert 0.4 < time.monotonic() - start < 3
+        finally:
+            conn.close()
 
 
 def slow_server(pki: Path, **overrides: object) -> EmulatorServer:

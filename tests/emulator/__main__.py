@@ -157,6 +157,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--request-timeout", type=_duration, default=60.0, metavar="DURATION",
         help="how long a graceful shutdown waits for open requests (watches) before cutting them",
     )  # fmt: skip
+    p.add_argument(
+        "--idle-timeout", type=_duration, default=90.0, metavar="DURATION",
+        help="test control: kube-apiserver's hard-coded 90s keep-alive idle timeout",
+    )  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="no per-request lines on stderr")
     return p.parse_args(argv)
 
@@ -187,6 +191,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         goaway_chance=args.goaway_chance,
         shutdown_delay_duration=args.shutdown_delay_duration,
         request_timeout=args.request_timeout,
+        idle_timeout=args.idle_timeout,
     )
 
 

@@ -30,8 +30,8 @@ that; a real kube-apiserver 1.36 sends exactly these SETTINGS). What is emulated
   streams above it are ignored (`processFrame`), their DATA only returning connection-level
   flow control; once no stream is open the connection closes `GOAWAY_TIMEOUT` later (Go's
   `goAwayTimeout`, one second), whatever the client does meanwhile;
-- an idle connection (no open stream for `IdleTimeout`, 90 s in `secure_serving.go`) gets the
-  same graceful GOAWAY.
+- an idle connection (no open stream for `IdleTimeout`, 90 s in `secure_serving.go`,
+  `EmulatorConfig.idle_timeout` here) gets the same graceful GOAWAY.
 
 OpenSSL forbids using one SSL object from two threads, so the connection's own thread alone
 reads and writes TLS and drives the h2 state machine (non-blocking, like `tunnel.Tunnel`);
@@ -75,8 +75,6 @@ HIGH_WATER = 1 << 20
 OUTPUT_HIGH_WATER = 1 << 20
 # Go's goAwayTimeout: how long a connection stays open after GOAWAY once no stream is open.
 GOAWAY_TIMEOUT = 1.0
-# secure_serving.go's http2.Server IdleTimeout.
-IDLE_TIMEOUT = 90.0
 
 _CONFIG = h2.config.H2Configuration(
     client_side=False,
@@ -172,6 +170,7 @@ class Http2Connection:
         delay: Callable[[], float],
         stopping: threading.Event,
         name: str,
+        idle_timeout: float,
     ) -> None:
         self._conn = conn
         self._sock = sock
@@ -195,7 +194,7 @@ class Http2Connection:
         self._cond = threading.Condition()
         self._out = bytearray()
         self._closing = False
-        self._idle_timeout = IDLE_TIMEOUT
+        self._idle_timeout = idle_timeout
         self._idle_since = time.monotonic()
         self._max_client_stream = 0
         self._goaway_wanted = False  # set by handler threads and shutdown(), under the lock

@@ -122,6 +122,8 @@ class EmulatorConfig:
     watch_event_interval: float = 0.0
     goaway_chance: float = 0.0
     shutdown_delay_duration: float = 0.0
+    # secure_serving.go's IdleTimeout, hard-coded there (90 s); a test control here.
+    idle_timeout: float = 90.0
     # Only its role in a graceful shutdown (ShutdownTimeout) is emulated.
     request_timeout: float = 60.0
 
@@ -214,7 +216,9 @@ class _ConnState:
     alpn: str | None = None
     tls_version: str | None = None
     h2: http2.Http2Connection | None = None
-    busy: bool = False  # HTTP/1.1: between a request's first byte and the end of its response
+    # HTTP/1.1: from a request's head to the end of its response (for good once hijacked)
+    busy: bool = False
+    idle_since: float = field(default_factory=time.monotonic)
 
 
 class EmulatorServer:
@@ -380,6 +384,7 @@ class EmulatorServer:
             while not self._stopping.is_set():
                 try:
                     if not sel.select(timeout=0.1):
+                        self._close_idle_http11()
                         continue
                     sock, addr = self._listener.accept()
                 except OSError:
@@ -400,6 +405,20 @@ class EmulatorServer:
                     )
                     self._threads.append(thread)
                 thread.start()
+
+    def _close_idle_http11(self) -> None:
+        """Go's IdleTimeout for HTTP/1.1: a kept-alive connection whose next request has not
+        come within it is closed (HTTP/2 connections get GOAWAY instead: http2.py)."""
+        deadline = time.monotonic() - self.config.idle_timeout
+        with self._lock:
+            idle = [
+                s
+                for s in self._conns
+                if s.alpn != "h2" and s.tls_version and not s.busy and s.idle_since < deadline
+            ]
+        for state in idle:
+            with contextlib.suppress(OSError):
+                state.sock.shutdown(socket.SHUT_RDWR)
 
     def _serve_connection(self, state: _ConnState) -> None:
         try:
@@ -423,6 +442,7 @@ class EmulatorServer:
                     self.faults.delay,
                     self._stopping,
                     state.remote,
+                    self.config.idle_timeout,
                 )
                 if self._not_accepting.is_set():
                     state.h2.shutdown()
@@ -467,7 +487,7 @@ class EmulatorServer:
                 return
             if not self._write_response(state, conn, req, response, keep_alive):
                 return
-            state.busy = False
+            state.busy, state.idle_since = False, time.monotonic()
             if not keep_alive:
                 return
 
