@@ -19,9 +19,10 @@ from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layers.websocket import WebsocketLayer, WebsocketMessageHook
 from mitmproxy.test import tflow
 
+from kube_front_proxy import seam
 from kube_front_proxy.message_log import MessageLog
 from kube_front_proxy.seam import websocket_relay
-from kube_front_proxy.seam.websocket_relay import FrameInProgress, RelayLimits
+from kube_front_proxy.seam.websocket_relay import FrameInProgress
 from tests.emulator.websocket import Opcode, encode_frame
 
 LIMIT = 64 * 1024
@@ -55,7 +56,8 @@ class Session:
 
     def __init__(self, limit: int = LIMIT, on_message: Callable[[http.HTTPFlow], None] = print):
         self.log = MessageLog(burst=3)
-        websocket_relay.install(RelayLimits(limit), self.log)
+        seam.configure(seam.Policy(max_websocket_message_bytes=limit, message_log=self.log))
+        websocket_relay.install()
         self.flow = tflow.twebsocketflow(messages=False)
         assert self.flow.websocket
         self.flow.websocket.messages.clear()

@@ -8,6 +8,7 @@ mitmproxy forwards a request whose hook raised (fail open); this proxy must fail
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -16,25 +17,11 @@ from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import layer, server_hooks
 from mitmproxy.proxy.mode_specs import ProxyMode
 
-from . import (
-    error_pages,
-    injection,
-    lean,
-    quoted_bytes,
-    reuse_port,
-    seam,
-    service_account,
-    tls_only,
-)
+from . import injection, quoted_bytes, seam, tls_only
 from .audit import AuditLog
 from .client_address import forwarded_for
 from .client_credentials import SentCredentials, drop_trailers, take_credentials
-from .client_deadlines import (
-    ClientDeadlines,
-    ClientTimeouts,
-    close_client_connection,
-    close_expired,
-)
+from .client_deadlines import ClientDeadlines, ClientTimeouts, close_expired
 from .connection_limits import ConnectionLimits
 from .errors import ConfigError
 from .flow_labels import label
@@ -46,32 +33,31 @@ from .peer_certificates import NO_CHAIN, PeerChain, PeerChains, proven_chain
 from .rate_budget import RateBudget
 from .recording import Recorder
 from .reload import Reloader, restart_needed
-from .request_limits import (
-    RequestLimits,
-    head_too_large_status,
-    http2_head_size,
-    install_request_limits,
-)
+from .request_limits import head_too_large_status, http2_head_size
 from .runtime import Runtime, build_runtime
 from .seam import (
     body_after_login,
+    close_connection,
+    default_addons,
     dumper_lines,
+    error_pages,
     h2_goaway,
     http1_framing,
     http1_trailers,
+    listener,
     rapid_reset,
+    request_size,
     upgraded_backpressure,
-    upstream_retry,
+    upstream_failures,
     upstream_send,
+    upstream_token,
     websocket_relay,
 )
+from .seam.close_connection import close_client_connection, close_upstream_connection
+from .service_account import TokenInjector
 from .status import status_response, too_many_requests, unauthorized
 from .streaming import forget_relayed, must_stream
-from .upstream_timeout import (
-    UpstreamTimeouts,
-    close_upstream_connection,
-    install_timeout_responses,
-)
+from .upstream_timeout import UpstreamTimeouts
 from .upstreams import check_forever
 from .vouched import ledger
 
@@ -95,11 +81,8 @@ class K8sAuth:
         self.recorder = Recorder(None, None)
         self.limits = ConnectionLimits(max_total=1, max_per_client=1)
         self.peer_chains = PeerChains()
-        self.request_limits = RequestLimits(max_head_bytes=1, max_body_bytes=1)
         self.upstream_timeouts = UpstreamTimeouts(0, close_upstream_connection)
-        self.websocket_limits = websocket_relay.RelayLimits(max_message_bytes=1)
         self.message_log = MessageLog()
-        self.reset_limit = rapid_reset.ResetLimit(per_minute=1)
         self.deadlines = ClientDeadlines(ClientTimeouts())
         self._deadline_keeper: asyncio.Task[None] | None = None
 
@@ -120,33 +103,39 @@ class K8sAuth:
         self.install_patches()
 
     def install_patches(self) -> None:
-        """Install every patch of mitmproxy's private code (idempotent)."""
+        """Install every patch of mitmproxy's private code (idempotent); they decide by
+        seam.policy, which _configure_seam sets."""
         error_pages.install()
-        install_request_limits(self.request_limits)
-        service_account.install()
+        request_size.install()
+        upstream_token.install()
         http1_framing.install()
         body_after_login.install()
         http1_trailers.install()
         quoted_bytes.install()
-        websocket_relay.install(self.websocket_limits, self.message_log)
+        websocket_relay.install()
         upgraded_backpressure.install()
-        dumper_lines.install(self.message_log)
-        rapid_reset.install(self.reset_limit)
+        dumper_lines.install()
+        rapid_reset.install()
         h2_goaway.install()
-        upstream_retry.install(self.runtime.router if self.runtime else None)
+        upstream_failures.install()
         upstream_send.install()
+        close_connection.install()
+        listener.install()
+        default_addons.install()
 
     def configure(self, updated: set[str]) -> None:
-        refused = lean.refused(ctx.options, updated)
+        refused = default_addons.refused(ctx.options, updated)
         if refused:
             raise exceptions.OptionsError(
                 f"kube-front-proxy: {', '.join(refused)}: not available behind this proxy "
-                "(its mitmproxy addon is taken out: see lean.py)"
+                "(its mitmproxy addon is taken out: see seam/default_addons.py)"
             )
         if "k8s_auth_config" in updated:
             found = seam.drift()
             if found and not ctx.options.k8s_auth_allow_mitmproxy_drift:
                 raise exceptions.OptionsError(seam.drift_error(found))
+            for line in found:
+                logger.warning("kube-front-proxy: running on changed mitmproxy code: %s", line)
             path = ctx.options.k8s_auth_config
             if not path:
                 raise exceptions.OptionsError(
@@ -168,8 +157,7 @@ class K8sAuth:
             self._mode = ProxyMode.parse(runtime.mode)
             self._start_recorder(runtime)
             self._set_limits(runtime)
-            self._use_token(runtime)
-            upstream_retry.install(runtime.router)
+            self._configure_seam(runtime)
             ctx.options.update(**runtime.mitmproxy_options)
             logger.info(
                 "kube-front-proxy: %s users, forwarding to %s",
@@ -207,10 +195,7 @@ class K8sAuth:
             )
 
     async def running(self) -> None:
-        # After upstream_retry's wrapper (configure): a request that timed out is answered
-        # with a 504, not sent again.
-        install_timeout_responses()
-        removed = lean.take_out(ctx.master.addons)
+        removed = default_addons.take_out(ctx.master.addons)
         logger.debug("kube-front-proxy: took out mitmproxy addons %s", ", ".join(removed))
         injection.take_out(ctx.master.commands)
         if self.runtime:
@@ -219,13 +204,14 @@ class K8sAuth:
             self._start_reloading(self.runtime)
             self._check_upstreams(self.runtime)
             self._check_cluster_trust(self.runtime)
-            self._deadline_keeper = asyncio.create_task(close_expired(self.deadlines))
+            expired = close_expired(self.deadlines, close_client_connection)
+            self._deadline_keeper = asyncio.create_task(expired)
 
     async def _listen(self, runtime: Runtime) -> None:
         # mitmproxy starts its listeners before scripts load, so the default forward proxy may
         # have been opened; client_connected refuses it, and this replaces it with ours. A
         # failure (port in use) is logged as an error, which makes mitmproxy exit at start-up.
-        reuse_port.own_listener(self._mode, runtime.settings.reuse_port)
+        # (seam/listener.py opens it, as seam.policy says.)
         if not await ctx.master.addons.get("proxyserver").setup_servers():
             s = runtime.settings
             logger.error(
@@ -276,25 +262,35 @@ class K8sAuth:
     def _use_runtime(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._set_limits(runtime)
-        self._use_token(runtime)
-        upstream_retry.install(runtime.router)
+        self._configure_seam(runtime)
         self._check_upstreams(runtime)
         if self.recorder.metrics:
             self.recorder.metrics.reloads.labels("ok").inc()
 
-    def _use_token(self, runtime: Runtime) -> None:
-        servers = [(s.host, s.port) for s in runtime.settings.upstream.servers]
-        service_account.injector.use(runtime.upstream_token, servers)
+    def _configure_seam(self, runtime: Runtime) -> None:
+        """What the patches of mitmproxy decide by, from this runtime (seam.Policy)."""
+        s = runtime.settings
+        token = TokenInjector()
+        token.use(runtime.upstream_token, [(u.host, u.port) for u in s.upstream.servers])
+        seam.configure(
+            seam.Policy(
+                max_request_head_bytes=s.max_request_head_bytes,
+                max_request_body_bytes=s.max_request_body_bytes,
+                max_websocket_message_bytes=s.max_websocket_message_bytes,
+                http2_resets_per_minute=s.http2_resets_per_minute,
+                message_log=self.message_log,
+                retry=runtime.router,
+                upstream_token=token,
+                listener=self._mode,
+                reuse_port=s.reuse_port,
+            )
+        )
 
     def _set_limits(self, runtime: Runtime) -> None:
         # Counts carry over: connections already open stay counted under the new limits.
         self.limits.max_total = runtime.settings.max_connections
         self.limits.max_per_client = runtime.settings.max_connections_per_client
-        self.request_limits.max_head_bytes = runtime.settings.max_request_head_bytes
-        self.request_limits.max_body_bytes = runtime.settings.max_request_body_bytes
         self.upstream_timeouts.seconds = runtime.settings.upstream.response_timeout
-        self.websocket_limits.max_message_bytes = runtime.settings.max_websocket_message_bytes
-        self.reset_limit.per_minute = runtime.settings.http2_resets_per_minute
         timeouts = self.deadlines.timeouts
         timeouts.handshake = runtime.settings.handshake_timeout
         timeouts.request_header = runtime.settings.request_header_timeout
@@ -311,7 +307,7 @@ class K8sAuth:
             self._trust_checker.cancel()
         if self._deadline_keeper:
             self._deadline_keeper.cancel()
-        upstream_retry.install(None)
+        seam.configure(dataclasses.replace(seam.policy, retry=None))
         self._stop_recorder()
 
     def client_connected(self, client: connection.Client) -> None:
@@ -396,9 +392,9 @@ class K8sAuth:
             flow.request.stream = False
 
     def _limit_http2_head(self, flow: http.HTTPFlow) -> None:
-        # HTTP/1 heads are refused while they are read (request_limits); HTTP/2 ones only here.
+        # HTTP/1 heads are refused while they are read (seam/request_size.py); HTTP/2 ones here.
         request = flow.request
-        if request.is_http2 and http2_head_size(request) > self.request_limits.max_head_bytes:
+        if request.is_http2 and http2_head_size(request) > seam.policy.max_request_head_bytes:
             logger.info("kube-front-proxy: request refused: HTTP/2 head over the limit")
             flow.response = head_too_large_status()
 

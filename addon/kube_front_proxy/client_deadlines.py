@@ -16,7 +16,8 @@ real users were turned away (slowloris). As nginx (`ssl_handshake_timeout`,
   the connection succeeded, and within the head timeout until then;
 - none once upgraded (exec, attach, port-forward).
 
-A connection past its deadline is closed by `close_expired`.
+A connection past its deadline is closed by `close_expired` (with seam/close_connection.py's
+`close_client_connection`: mitmproxy has no command for it).
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from mitmproxy import ctx
 
 logger = logging.getLogger("kube_front_proxy")
 
@@ -95,23 +94,9 @@ class ClientDeadlines:
         return late
 
 
-def close_client_connection(client_id: str) -> str | None:
-    """Close a client connection as mitmproxy's own CloseConnection command does; the client's
-    address, or None if it was not open."""
-    proxyserver = ctx.master.addons.get("proxyserver")  # type: ignore[no-untyped-call]
-    handler = proxyserver.connections.get(client_id)
-    if handler is None:
-        return None
-    io = handler.transports.get(handler.client)
-    if io is None or io.handler is None:
-        return None  # not reading yet (or no more): nothing to cancel
-    handler.close_connection(handler.client)
-    return str(handler.client.peername[0])
-
-
 async def close_expired(
     deadlines: ClientDeadlines,
-    close: Callable[[str], str | None] = close_client_connection,
+    close: Callable[[str], str | None],
 ) -> None:
     """Close connections past their deadline, checking a few times per shortest timeout."""
     while True:

@@ -3,7 +3,9 @@
 mitmproxy 12 has neither: its HTTP/1 reader buffers a request head of any size ("FIXME: protect
 against header size DoS" in `proxy/layers/http/_http1.py`), and its one body option,
 `body_size_limit`, applies to responses as well, which would break a 200 MB list. So two of
-mitmproxy's HTTP layer methods are wrapped here, as mitmproxy's own checks are placed:
+mitmproxy's HTTP layer methods are wrapped (seam/request_size.py), as mitmproxy's own checks are
+placed, with the measures and answers below (limits: the seam policy's
+`max_request_head_bytes` and `max_request_body_bytes`):
 
 - `Http1Server.read_headers`: a head that grows past the limit before its blank line is refused
   with a 431 Status and the connection closed, before any hook runs. An HTTP/2 header block
@@ -23,18 +25,9 @@ refuses bodies over `MaxRequestBodyBytes`, 3 MiB (k8s.io/apiserver/pkg/server/co
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Generator
-from dataclasses import dataclass
-from typing import Any
 
-from mitmproxy import flow as mflow
 from mitmproxy import http
 from mitmproxy.net.http import http1
-from mitmproxy.proxy import commands, events, layer
-from mitmproxy.proxy.layers.http import HttpStream, SendHttp
-from mitmproxy.proxy.layers.http._events import ErrorCode, ResponseProtocolError
-from mitmproxy.proxy.layers.http._hooks import HttpErrorHook, HttpRequestHeadersHook
-from mitmproxy.proxy.layers.http._http1 import Http1Server
 
 from . import status
 
@@ -43,14 +36,6 @@ _BLANK_LINE = re.compile(rb"\n\r?\n")
 
 HEAD_TOO_LARGE = "the request headers are too large"
 BODY_TOO_LARGE = "the request body is too large"
-
-
-@dataclass
-class RequestLimits:
-    """Mutable so that a reload changes the limits of the installed wrappers at once."""
-
-    max_head_bytes: int
-    max_body_bytes: int
 
 
 def head_too_large(buffered: bytes, limit: int) -> bool:
@@ -91,70 +76,3 @@ def head_too_large_response() -> bytes:
     response = head_too_large_status()
     response.headers["Connection"] = "close"
     return bytes(http1.assemble_response(response))  # type: ignore[no-untyped-call]
-
-
-_Commands = Generator[commands.Command, Any, Any]
-
-
-def install_request_limits(limits: RequestLimits) -> None:
-    """Wrap mitmproxy's HTTP/1 head reader and request body check; idempotent."""
-    read_headers: Callable[[Http1Server, events.ConnectionEvent], _Commands] = getattr(
-        Http1Server.read_headers, "__wrapped__", Http1Server.read_headers
-    )
-    check_body_size: Callable[[HttpStream, bool], _Commands] = getattr(
-        HttpStream.check_body_size, "__wrapped__", HttpStream.check_body_size
-    )
-
-    def limited_read_headers(self: Http1Server, event: events.ConnectionEvent) -> _Commands:
-        if isinstance(event, events.DataReceived) and head_too_large(
-            bytes(self.buf), limits.max_head_bytes
-        ):
-            yield commands.Log(f"request refused: head over {limits.max_head_bytes} bytes")
-            yield commands.SendData(self.conn, head_too_large_response())
-            yield commands.CloseConnection(self.conn)
-            self.state = self.done
-            return
-        yield from read_headers(self, event)
-
-    def limited_check_body_size(self: HttpStream, request: bool) -> layer.CommandGenerator[bool]:
-        if request:
-            buffered = len(self.request_body_buf)
-            size = buffered or _declared_length(self)
-            if body_too_large(size, limits.max_body_bytes):
-                return (yield from _refuse_body(self, limits.max_body_bytes))
-            if buffered:
-                # Not mitmproxy's switch to streaming at stream_large_bodies: a chunked body
-                # must be seen whole (at most the limit) before any of it goes upstream.
-                return False
-        result: bool = yield from check_body_size(self, request)
-        return result
-
-    limited_read_headers.__wrapped__ = read_headers  # type: ignore[attr-defined]
-    limited_check_body_size.__wrapped__ = check_body_size  # type: ignore[attr-defined]
-    Http1Server.read_headers = limited_read_headers  # type: ignore[method-assign]
-    HttpStream.check_body_size = limited_check_body_size  # type: ignore[method-assign]
-
-
-def _declared_length(stream: HttpStream) -> int | None:
-    try:
-        size = http1.expected_http_body_size(stream.flow.request)
-    except ValueError:
-        return None  # mitmproxy's header validation refuses it
-    return size if size and size > 0 else None
-
-
-def _refuse_body(stream: HttpStream, limit: int) -> layer.CommandGenerator[bool]:
-    """mitmproxy's own body_size_limit refusal: hooks, then 413 (error_pages: a Status)."""
-    if not stream.request_body_buf:
-        # Refused before its requestheaders hook: let the addons (audit, labels) see it.
-        yield HttpRequestHeadersHook(stream.flow)
-    message = f"request body over {limit} bytes"
-    stream.flow.error = mflow.Error(message)
-    yield HttpErrorHook(stream.flow)
-    yield SendHttp(
-        ResponseProtocolError(stream.stream_id, message, ErrorCode.REQUEST_TOO_LARGE),
-        stream.context.client,
-    )
-    stream.client_state = stream.state_errored
-    stream.flow.live = False
-    return True

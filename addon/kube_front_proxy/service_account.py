@@ -2,17 +2,17 @@
 
 Flows are shown in mitmweb and saved with `-w`, so the token must not be in one. The request
 carries a placeholder Authorization value instead; the real token replaces it only in the bytes
-written to an API server: mitmproxy's HTTP/1 request-head encoder is wrapped (impersonation
-mode speaks HTTP/1.1 upstream), and only for https requests to a configured server, whose
-certificate tls.py verifies. A replayed or edited flow aimed anywhere else keeps the placeholder.
+written to an API server: mitmproxy's HTTP/1 request-head encoder is wrapped
+(seam/upstream_token.py; impersonation mode speaks HTTP/1.1 upstream) to call the seam policy's
+TokenInjector, which puts it only into https requests to a configured server, whose certificate
+tls.py verifies. A replayed or edited flow aimed anywhere else keeps the placeholder.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 
 from mitmproxy import http
-from mitmproxy.net.http import http1
 
 PLACEHOLDER = b"Bearer <kube-front-proxy service-account token>"
 CREDENTIAL_LINE = (b"Authorization", PLACEHOLDER)
@@ -36,24 +36,6 @@ class TokenInjector:
         if request.scheme != "https" or (request.host, request.port) not in self.servers:
             return head
         return head.replace(_MARKED, b"\r\nAuthorization: Bearer " + self.token + b"\r\n", 1)
-
-
-injector = TokenInjector()
-_original: Callable[[http.Request], bytes] | None = None
-
-
-def install() -> None:
-    """Idempotent; affects only heads that carry the placeholder."""
-    global _original
-    if _original is not None:
-        return
-    _original = http1.assemble_request_head
-    original = _original
-
-    def assemble_request_head(request: http.Request) -> bytes:
-        return injector.inject(request, original(request))
-
-    http1.assemble_request_head = assemble_request_head
 
 
 def read_token(data: bytes) -> bytes | None:

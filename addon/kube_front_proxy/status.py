@@ -73,3 +73,22 @@ def too_many_requests(retry_after: float) -> http.Response:
     if seconds <= RETRY_AFTER_HEADER_MAX:
         response.headers["Retry-After"] = str(seconds)
     return response
+
+
+# What the proxy says when mitmproxy itself fails a request (seam/error_pages.py): a fixed
+# message per status code. mitmproxy's own message holds internals (upstream address,
+# certificate details) and goes to the log only.
+PROXY_ERRORS = {
+    400: "the request could not be parsed",
+    413: "the request is too large",
+    502: "the Kubernetes API server could not be reached",
+    504: "the Kubernetes API server did not answer in time",
+}
+
+
+def proxy_error_body(code: int) -> bytes:
+    return status_body(code, PROXY_ERRORS.get(code, "the proxy could not complete the request"))
+
+
+def proxy_error_response(code: int) -> http.Response:
+    return http.Response.make(code, proxy_error_body(code), status_headers())

@@ -3,11 +3,10 @@
 mitmproxy 12 waits for a response as long as the connection lives. Here each request forwarded
 upstream gets a timer, started when mitmproxy has the whole request (`request` hook) and
 stopped when the response headers arrive (`responseheaders`): a watch, a followed log or an
-exec session is exempt from then on. When the timer fires, the upstream connection is closed.
-mitmproxy then fails the request with a 502; `install` wraps `HttpStream.handle_protocol_error`
-so that a timed-out request is answered with a 504 Status instead, as if the API server had
-sent it: the response goes through the usual hooks (audit, metrics) to the client, on HTTP/1
-and HTTP/2 alike, and the client connection stays usable.
+exec session is exempt from then on. When the timer fires, the flow is marked (`TIMED_OUT`)
+and its upstream connection closed (seam/close_connection.py). mitmproxy would then fail the
+request with a 502; seam/upstream_failures.py answers a marked one with the 504 Status below
+instead, as if the API server had sent it.
 
 kube-apiserver answers a request that outlives its --request-timeout (60 s) the same way: 504,
 reason Timeout (k8s.io/apiserver/pkg/server/filters/timeout.go, `baseTimeoutWriter.timeout`,
@@ -18,19 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Generator
-from typing import Any
+from collections.abc import Callable
 
-from mitmproxy import ctx, http
-from mitmproxy.proxy import commands
-from mitmproxy.proxy.layers.http import HttpStream
-from mitmproxy.proxy.layers.http._events import (
-    RequestProtocolError,
-    ResponseData,
-    ResponseEndOfMessage,
-    ResponseHeaders,
-    ResponseProtocolError,
-)
+from mitmproxy import http
 
 from .status import status_response
 
@@ -80,45 +69,3 @@ class UpstreamTimeouts:
             seconds,
         )
         self._close_upstream(flow)
-
-
-def close_upstream_connection(flow: http.HTTPFlow) -> None:
-    """Close the flow's upstream connection as mitmproxy's own CloseConnection command does.
-
-    On an HTTP/2 upstream connection this ends the other requests on it as well: a client's
-    requests share one connection there.
-    """
-    proxyserver = ctx.master.addons.get("proxyserver")  # type: ignore[no-untyped-call]
-    handler = proxyserver.connections.get(flow.client_conn.id)
-    if handler is not None and flow.server_conn in handler.transports:
-        handler.close_connection(flow.server_conn)
-
-
-_Commands = Generator[commands.Command, Any, Any]
-
-
-def install_timeout_responses() -> None:
-    """Answer requests that timed out with a 504 Status response; idempotent."""
-    original: Callable[[HttpStream, RequestProtocolError | ResponseProtocolError], _Commands]
-    original = getattr(
-        HttpStream.handle_protocol_error, "__wrapped__", HttpStream.handle_protocol_error
-    )
-
-    def handle_protocol_error(
-        self: HttpStream, event: RequestProtocolError | ResponseProtocolError
-    ) -> _Commands:
-        flow: http.HTTPFlow | None = getattr(self, "flow", None)  # unset before any request
-        seconds = flow.metadata.get(TIMED_OUT) if flow else None
-        if isinstance(event, ResponseProtocolError) and seconds and flow and not flow.response:
-            # Fed to the stream as if the API server had sent it (mitmproxy's check_body_size
-            # feeds its buffered data back the same way).
-            response = gateway_timeout(seconds)
-            sid = self.stream_id
-            yield from self.handle_event(ResponseHeaders(sid, response, end_stream=False))
-            yield from self.handle_event(ResponseData(sid, response.content or b""))
-            yield from self.handle_event(ResponseEndOfMessage(sid))
-            return
-        yield from original(self, event)
-
-    handle_protocol_error.__wrapped__ = original  # type: ignore[attr-defined]
-    HttpStream.handle_protocol_error = handle_protocol_error  # type: ignore[method-assign]

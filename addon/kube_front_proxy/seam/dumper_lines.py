@@ -5,7 +5,8 @@ mitmproxy's Dumper (mitmdump's output) echoes one line for every `websocket_mess
 session wrote 13 MB of log a minute. Its only switches are global (`flow_detail`, which also
 silences the access log, and `dumper_filter`, which cannot count), so its two message hooks are
 wrapped: a session's first messages are echoed as before, the rest counted and summed up in a
-line at most every few seconds and at the end (`message_log.py`).
+line at most every few seconds and at the end (`message_log.py`, the seam policy's
+`message_log`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from mitmproxy.addons.dumper import Dumper
 from mitmproxy.flow import Flow
 
 from .. import seam
-from ..message_log import MessageLog, summary_line
+from ..message_log import summary_line
 
 logger = logging.getLogger("kube_front_proxy")
 
@@ -26,10 +27,11 @@ logger = logging.getLogger("kube_front_proxy")
 FINGERPRINTS = {"websocket_message": "2ca2c7fa524dc6e3", "tcp_message": "e47e092aaf3472db"}
 
 
-def _limited(hook: str, message_log: MessageLog) -> Callable[[Dumper, Flow], None]:
+def _limited(hook: str) -> Callable[[Dumper, Flow], None]:
     echo: Callable[[Dumper, Any], None] = seam.original(Dumper, hook)
 
     def limited(self: Dumper, f: Flow) -> None:
+        message_log = seam.policy.message_log
         if message_log.admit(f.id):
             echo(self, f)
         elif hidden := message_log.due(f.id):
@@ -38,12 +40,12 @@ def _limited(hook: str, message_log: MessageLog) -> Callable[[Dumper, Flow], Non
     return limited
 
 
-def install(message_log: MessageLog) -> None:
+def install() -> None:
     for hook, fingerprint in FINGERPRINTS.items():
         seam.replace(
             Dumper,
             hook,
-            _limited(hook, message_log),
+            _limited(hook),
             fingerprint=fingerprint,
             why="one line per upgraded message only within the session's log allowance "
             "(seam/dumper_lines.py)",

@@ -5,7 +5,8 @@ limit bounds nothing: a logged-in client sending HEADERS and RST_STREAM in a loo
 forwarded (500 pairs, 500 requests at the API server), as fast as it could send. mitmproxy 12
 counts nothing of the kind, and no hook sees a reset before the request has been handled, so
 `Http2Server.handle_h2_event` is replaced: every RST_STREAM the client sends spends one token
-of its connection's budget of `limits.http2_resets_per_minute` (a token bucket: that many at
+of its connection's budget of `limits.http2_resets_per_minute` (the seam policy's
+`http2_resets_per_minute` when the connection's first reset comes; a token bucket: that many at
 once at most, refilled evenly over a minute). Once the budget is spent, the client gets GOAWAY
 with ENHANCE_YOUR_CALM and the connection is closed, which also cancels what it had in flight
 upstream; as Netty's Http2MaxRstFrameDecoder does (200 per 30 s by default).
@@ -22,7 +23,6 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
 from typing import Any
 
 import h2.errors
@@ -30,14 +30,8 @@ import h2.events
 from mitmproxy.proxy import commands
 from mitmproxy.proxy.layers.http._http2 import Http2Server, StreamState
 
-from . import pin, replace
-
-
-@dataclass
-class ResetLimit:
-    """Mutable so that a reload changes it for connections opened afterwards."""
-
-    per_minute: int
+from .. import seam
+from . import original, pin, replace
 
 
 class ResetBudget:
@@ -61,17 +55,13 @@ class ResetBudget:
         return True
 
 
-_limit = ResetLimit(100)
 _budgets: weakref.WeakKeyDictionary[Http2Server, ResetBudget] = weakref.WeakKeyDictionary()
 _Commands = Generator[commands.Command, Any, Any]
-_handle_h2_event: Any = Http2Server.handle_h2_event
 
 
-def install(limit: ResetLimit) -> None:
-    """Idempotent; `limit` is read for each new client connection."""
-    global _limit, _handle_h2_event
-    _limit = limit
-    _handle_h2_event = replace(
+def install() -> None:
+    """Idempotent."""
+    replace(
         Http2Server,
         "handle_h2_event",
         _limited_handle_h2_event,
@@ -90,7 +80,7 @@ def _limited_handle_h2_event(self: Http2Server, event: h2.events.Event) -> _Comm
     if isinstance(event, h2.events.StreamReset):
         budget = _budgets.get(self)
         if budget is None:
-            budget = _budgets[self] = ResetBudget(_limit.per_minute)
+            budget = _budgets[self] = ResetBudget(seam.policy.http2_resets_per_minute)
         if not budget.spend():
             message = f"client reset more than {budget.per_minute} streams in a minute"
             yield from self.protocol_error(message, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
@@ -99,5 +89,5 @@ def _limited_handle_h2_event(self: Http2Server, event: h2.events.Event) -> _Comm
         # END_STREAM (h2 has closed it by then) and ignores the reset: the request went on
         # upstream. Known again, the reset reaches the request like any other.
         self.streams.setdefault(event.stream_id, StreamState.HEADERS_RECEIVED)
-    handled: bool = yield from _handle_h2_event(self, event)
+    handled: bool = yield from original(Http2Server, "handle_h2_event")(self, event)
     return handled

@@ -3,7 +3,9 @@ watches whose server died.
 
 mitmproxy 12 has no hook for any of it: when a server connection fails, HttpStream's
 handle_protocol_error sends the client a 502 (or resets the stream) and no addon can undo
-that; the error hook only hears about it afterwards. So this module wraps that one method:
+that; the error hook only hears about it afterwards. That method's one wrapper
+(upstream_failures.py) asks `answer()` here, which decides by the seam policy's `retry`
+(the router):
 
 - the server said it never processed the request (`h2_goaway.Unprocessed`: a stream above an
   HTTP/2 GOAWAY's last stream id, RFC 9113 sections 6.8 and 8.7): the request is sent again
@@ -24,10 +26,7 @@ A request is sent again exactly as mitmproxy sent it the first time
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any, Protocol
 
-from mitmproxy import http
 from mitmproxy.proxy import layer
 from mitmproxy.proxy.layers.http import HttpStream, SendHttp
 from mitmproxy.proxy.layers.http._events import (
@@ -42,7 +41,6 @@ from mitmproxy.proxy.layers.http._events import (
 )
 
 from .. import seam
-from ..upstreams import Address
 from .h2_goaway import Unprocessed
 
 logger = logging.getLogger("kube_front_proxy")
@@ -52,45 +50,20 @@ logger = logging.getLogger("kube_front_proxy")
 CLOSED_BEFORE_RESPONSE = frozenset({"server closed connection", "peer closed connection"})
 
 
-class RetryPolicy(Protocol):
-    def retry_target(self, flow: http.HTTPFlow, *, unsent: bool) -> Address | None: ...
-
-    def resend_target(self, flow: http.HTTPFlow) -> Address | None: ...
-
-    def ends_cleanly(self, flow: http.HTTPFlow) -> bool: ...
-
-
-_policy: RetryPolicy | None = None
-_original: Callable[..., Any] | None = None
-
-
-def install(policy: RetryPolicy | None) -> None:
-    """Route failures of every HttpStream through policy (None: mitmproxy's own handling).
-
-    The method is replaced once: later calls only change the policy, so that wrappers
-    installed on top of this one (upstream_timeout) stay in place."""
-    global _policy, _original
-    _policy = policy
-    if _original is None:
-        seam.pin(
-            HttpStream,
-            "state_consume_request_body",
-            fingerprint="e3ee3fd9f617f517",
-            why="a request is sent again exactly as this sends it",
-        )
-        seam.pin(
-            HttpStream,
-            "make_server_connection",
-            fingerprint="a08ce3538129b5c4",
-            why="sending again opens the connection with it; it handles its own failure",
-        )
-        _original = seam.replace(
-            HttpStream,
-            "handle_protocol_error",
-            _handle_protocol_error,
-            fingerprint="0dbef15c4f5bfb6c",
-            why="requests the API server failed or refused are sent again; cut watches end",
-        )
+def install() -> None:
+    """Pin what sending again relies on (idempotent)."""
+    seam.pin(
+        HttpStream,
+        "state_consume_request_body",
+        fingerprint="e3ee3fd9f617f517",
+        why="a request is sent again exactly as this sends it",
+    )
+    seam.pin(
+        HttpStream,
+        "make_server_connection",
+        fingerprint="a08ce3538129b5c4",
+        why="sending again opens the connection with it; it handles its own failure",
+    )
 
 
 def request_in_hand(stream: HttpStream) -> bool:
@@ -109,30 +82,36 @@ def failed_before_response(stream: HttpStream, event: ResponseProtocolError) -> 
     )
 
 
-def _handle_protocol_error(
+def answer(
     stream: HttpStream, event: RequestProtocolError | ResponseProtocolError
-) -> layer.CommandGenerator[None]:
-    assert _original is not None
-    action = None
-    if _policy is not None and isinstance(event, ResponseProtocolError):
-        try:
-            action = _choose(_policy, stream, event)
-        except Exception:
-            logger.exception("kube-front-proxy: internal error in the upstream retry")
+) -> layer.CommandGenerator[None] | None:
+    """What to do instead of mitmproxy's handling of this failure, or None."""
+    policy = seam.policy.retry
+    if policy is None or not isinstance(event, ResponseProtocolError):
+        return None
+    try:
+        action = _choose(policy, stream, event)
+    except Exception:
+        logger.exception("kube-front-proxy: internal error in the upstream retry")
+        return None
     if action == "resend":
         logger.info("kube-front-proxy: sent again: %s", event.message)
-        yield from _send_again(stream)
-    elif action == "retry":
+        return _send_again(stream)
+    if action == "retry":
         logger.info("kube-front-proxy: upstream failed before answering: %s", event.message)
-        yield from _send_again(stream)
-    elif action == "end":
+        return _send_again(stream)
+    if action == "end":
         logger.warning("kube-front-proxy: watch ended early: upstream %s", event.message)
-        yield from stream.state_stream_response_body(ResponseEndOfMessage(stream.stream_id))
-    else:
-        yield from _original(stream, event)
+        ended: layer.CommandGenerator[None] = stream.state_stream_response_body(
+            ResponseEndOfMessage(stream.stream_id)
+        )
+        return ended
+    return None
 
 
-def _choose(policy: RetryPolicy, stream: HttpStream, event: ResponseProtocolError) -> str | None:
+def _choose(
+    policy: seam.RetryPolicy, stream: HttpStream, event: ResponseProtocolError
+) -> str | None:
     if isinstance(event, Unprocessed):
         # A streamed request body is not kept: it cannot be sent again.
         if request_in_hand(stream) and not stream.flow.request.stream:

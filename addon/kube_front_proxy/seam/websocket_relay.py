@@ -20,7 +20,8 @@ messages, the flow and its `websocket_message` hook, mitmweb's view) and changes
   it is relayed (for Kubernetes' own clients a frame is a whole message; kubectl's are at most
   33 KiB, client-go `transport/websocket/roundtripper.go`). An addon may still change or drop
   it; a dropped last frame still ends the message for the receiver;
-- a message (all its frames) larger than `limits.max_websocket_message_mb` closes the session
+- a message (all its frames) larger than `limits.max_websocket_message_mb` (the seam policy's
+  `max_websocket_message_bytes`, read as each message's frames arrive) closes the session
   on both sides with 1009 "message too big" and the limit named in the reason, as soon as the
   bytes pass it: at most that much of a frame is ever held per direction;
 - pings and pongs are logged one by one only within the session's log allowance
@@ -55,20 +56,13 @@ from wsproto.connection import ConnectionState
 from wsproto.frame_protocol import CloseReason, Opcode
 
 from .. import seam
-from ..message_log import MessageLog, describe, summary_line
+from ..message_log import describe, summary_line
 from .upgraded_backpressure import gated
 
 logger = logging.getLogger("kube_front_proxy")
 
 MESSAGE_TOO_BIG = CloseReason.MESSAGE_TOO_BIG  # 1009
 CONFIG_KEY = "limits.max_websocket_message_mb"
-
-
-@dataclass
-class RelayLimits:
-    """Mutable so that a reload changes the limit of the installed relay at once."""
-
-    max_message_bytes: int
 
 
 @dataclass
@@ -115,9 +109,7 @@ def _ws_message(content: bytes, is_text: bool, fin: bool) -> wsproto.events.Mess
 RelayGenerator = Generator[commands.Command, Any, None]
 
 
-def make_relay(
-    limits: RelayLimits, message_log: MessageLog
-) -> Callable[[WebsocketLayer, events.Event], RelayGenerator]:
+def make_relay() -> Callable[[WebsocketLayer, events.Event], RelayGenerator]:
     frames: weakref.WeakKeyDictionary[WebsocketConnection, FrameInProgress] = (
         weakref.WeakKeyDictionary()
     )
@@ -125,7 +117,7 @@ def make_relay(
     def frame_of(ws: WebsocketConnection) -> FrameInProgress:
         state = frames.get(ws)
         if state is None:
-            state = frames[ws] = FrameInProgress(limits.max_message_bytes)
+            state = frames[ws] = FrameInProgress(seam.policy.max_websocket_message_bytes)
         return state
 
     def close_too_big(self: WebsocketLayer, from_client: bool, limit: int) -> RelayGenerator:
@@ -182,7 +174,7 @@ def make_relay(
         else:
             src_ws, dst_ws = self.server_ws, self.client_ws
         src = frame_of(src_ws)
-        src.limit = limits.max_message_bytes
+        src.limit = seam.policy.max_websocket_message_bytes
 
         if isinstance(event, events.DataReceived):
             src_ws.receive_data(event.data)
@@ -210,6 +202,7 @@ def make_relay(
                     yield from relay_frame(self, dst_ws, src, message, fin)
 
             elif isinstance(ws_event, (wsproto.events.Ping, wsproto.events.Pong)):
+                message_log = seam.policy.message_log
                 if message_log.admit(self.flow.id):
                     yield commands.Log(
                         f"Received WebSocket {ws_event.__class__.__name__.lower()} from "
@@ -248,13 +241,13 @@ PINNED = (
 )
 
 
-def install(limits: RelayLimits, message_log: MessageLog) -> None:
+def install() -> None:
     for owner, attribute, fingerprint in PINNED:
         seam.pin(owner, attribute, fingerprint=fingerprint, why="used by seam/websocket_relay.py")
     seam.replace(
         WebsocketLayer,
         "relay_messages",
-        gated(make_relay(limits, message_log)),
+        gated(make_relay()),
         fingerprint=FINGERPRINT,
         why="WebSocket frames relayed as they complete, linear buffering, a message-size limit "
         "(1009), pings logged within the session's allowance (seam/websocket_relay.py)",

@@ -4,7 +4,7 @@ When mitmproxy itself fails a request (upstream unreachable, TLS handshake refus
 request), its HTTP layers write an HTML page that quotes the internal error, upstream address
 and certificate details included. No hook can replace that response, so the formatter the
 HTTP/1 and HTTP/2 layers call is swapped for one that writes a Kubernetes Status with a fixed
-message per status code. The details still go to the proxy's log.
+message per status code (status.py, `PROXY_ERRORS`). The details still go to the proxy's log.
 
 Over HTTP/2 the response head is a literal list inside mitmproxy's layer (`text/html`, and a
 `server` header with mitmproxy's version): the HTTP/2 connection's send_headers is wrapped to
@@ -20,47 +20,61 @@ from mitmproxy.net.http import http1
 from mitmproxy.proxy.layers.http import _http1, _http2
 from mitmproxy.proxy.layers.http._http_h2 import BufferedH2Connection
 
-from . import status
-
-MESSAGES = {
-    400: "the request could not be parsed",
-    413: "the request is too large",
-    502: "the Kubernetes API server could not be reached",
-    504: "the Kubernetes API server did not answer in time",
-}
-
-
-def _message(code: int) -> str:
-    return MESSAGES.get(code, "the proxy could not complete the request")
+from .. import status
+from . import original, pin, replace
 
 
 def _status_page(status_code: int, message: str) -> bytes:
     del message  # holds internals: logged by mitmproxy, never sent
-    return status.status_body(status_code, _message(status_code))
+    return status.proxy_error_body(status_code)
 
 
 def _http1_error_response(status_code: int, message: str = "") -> bytes:
     del message
-    response = status.status_response(status_code, _message(status_code))
+    response = status.proxy_error_response(status_code)
     response.headers["Connection"] = "close"
-    return http1.assemble_response(response)
+    return bytes(http1.assemble_response(response))  # type: ignore[no-untyped-call]
 
 
 # What mitmproxy's HTTP/2 layer sends after :status for an error of its own, and ours.
 _MITMPROXY_ERROR_HEAD = [(b"server", version.MITMPROXY.encode()), (b"content-type", b"text/html")]
 _STATUS_HEAD = [(k.lower().encode(), v.encode()) for k, v in status.status_headers().items()]
-_send_headers = BufferedH2Connection.send_headers
 
 
 def _h2_send_headers(self: BufferedH2Connection, stream_id: int, headers: Any, *args: Any,
                      **kwargs: Any) -> None:  # fmt: skip
     if isinstance(headers, list) and headers[1:] == _MITMPROXY_ERROR_HEAD:
         headers = [headers[0], *_STATUS_HEAD]
-    _send_headers(self, stream_id, headers, *args, **kwargs)
+    original(BufferedH2Connection, "send_headers")(self, stream_id, headers, *args, **kwargs)
 
 
 def install() -> None:
     """Idempotent; affects only responses mitmproxy generates itself."""
-    _http1.make_error_response = _http1_error_response
-    _http2.format_error = _status_page  # type: ignore[attr-defined]
-    BufferedH2Connection.send_headers = _h2_send_headers  # type: ignore[method-assign,assignment]
+    replace(
+        _http1,
+        "make_error_response",
+        _http1_error_response,
+        fingerprint="03ce75ab62e8e78b",
+        why="mitmproxy's own HTTP/1 error responses are a Status, not an HTML page with internals",
+    )
+    replace(
+        _http2,
+        "format_error",
+        _status_page,
+        fingerprint="26271a67770fbaf1",
+        why="mitmproxy's own HTTP/2 error bodies are a Status, not an HTML page with internals",
+    )
+    replace(
+        BufferedH2Connection,
+        "send_headers",
+        _h2_send_headers,
+        fingerprint="595764134c17080f",
+        why="the head of mitmproxy's own HTTP/2 error responses is a Status's, not text/html",
+    )
+    pin(
+        _http2.Http2Connection,
+        "_handle_event",
+        fingerprint="9f3b238e7809db1f",
+        why="writes its error response's head as the literal list _MITMPROXY_ERROR_HEAD "
+        "(seam/error_pages.py)",
+    )
