@@ -150,19 +150,33 @@ def test_patches_take_their_settings_from_the_policy_only() -> None:
             assert not inspect.signature(install).parameters, info.name
 
 
-def _mitmproxy_with_a_changed_target(root: Path) -> str:
-    """A copy of the installed mitmproxy, released as 12.3.99, in which the method
-    seam/upstream_failures.py replaces has one statement more; returns its version."""
-    installed = Path(mitmproxy.__file__).parent
-    copy = root / "mitmproxy"
-    shutil.copytree(installed, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    _edit(copy / "version.py", 'VERSION = "12.3.1"', 'VERSION = "12.3.99"')
-    _edit(
-        copy / "proxy" / "layers" / "http" / "__init__.py",
+# A target in the copied mitmproxy, an anchor in its source, and the patch that replaces it.
+CHANGES = {
+    "upstream_failures": (
+        "proxy/layers/http/__init__.py",
         "    ) -> layer.CommandGenerator[None]:\n        is_client_error_but_we_already",
-        "    ) -> layer.CommandGenerator[None]:\n        assert event\n"
-        "        is_client_error_but_we_already",
+        "HttpStream.handle_protocol_error",
+    ),
+    "request_size": (
+        "proxy/layers/http/_http1.py",
+        "        if isinstance(event, events.DataReceived):\n            request_head = ",
+        "_http1.Http1Server.read_headers",
+    ),
+}
+
+
+def _mitmproxy_with_a_changed_target(root: Path, patch: str) -> str:
+    """A copy of the installed mitmproxy, released as 12.3.99, in which the method `patch`
+    replaces has one statement more; returns its version."""
+    copy = root / "mitmproxy"
+    shutil.copytree(
+        Path(mitmproxy.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__")
     )
+    _edit(copy / "version.py", 'VERSION = "12.3.1"', 'VERSION = "12.3.99"')
+    path, anchor, _ = CHANGES[patch]
+    first_line, rest = anchor.split("\n", 1)
+    indent = rest[: len(rest) - len(rest.lstrip())]
+    _edit(copy / path, anchor, f"{first_line}\n{indent}assert self\n{rest}")
     return "12.3.99"
 
 
@@ -172,10 +186,11 @@ def _edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new))
 
 
+@pytest.mark.parametrize("patch", sorted(CHANGES))
 def test_a_changed_mitmproxy_stops_start_up_naming_the_patch(
-    pki: Path, emulator: Emulator, tmp_path: Path
+    pki: Path, emulator: Emulator, tmp_path: Path, patch: str
 ) -> None:
-    version = _mitmproxy_with_a_changed_target(tmp_path / "site")
+    version = _mitmproxy_with_a_changed_target(tmp_path / "site", patch)
     env = {"PYTHONPATH": str(tmp_path / "site")}
     port = free_port()
     write_users(tmp_path)
@@ -183,14 +198,17 @@ def test_a_changed_mitmproxy_stops_start_up_naming_the_patch(
     args = [str(BIN / "mitmdump"), "-s", str(REPO / "addon" / "k8s_auth.py"),
             "--set", f"k8s_auth_config={config}"]  # fmt: skip
     refused = Process(args, tmp_path / "refused.out", env)
-    assert refused.proc.wait(60) != 0
+    try:
+        assert refused.proc.wait(60) != 0
+    finally:
+        refused.stop()
     out = refused.output()
     assert f"mitmproxy {version} differs from the 12.3.1" in out
     assert "refusing to start" in out
     changed = [line for line in out.splitlines() if " changed (fingerprint" in line]
     assert len(changed) == 1, out
-    assert "HttpStream.handle_protocol_error changed" in changed[0]
-    assert "kube_front_proxy.seam.upstream_failures was written against" in changed[0]
+    assert f"{CHANGES[patch][2]} changed" in changed[0]
+    assert f"kube_front_proxy.seam.{patch} was written against" in changed[0]
     assert not listening(port)
 
     overridden = Process(
@@ -198,8 +216,10 @@ def test_a_changed_mitmproxy_stops_start_up_naming_the_patch(
     )
     try:
         overridden.wait_for(rf"listening at 127\.0\.0\.1:{port}", timeout=60)
-        out = overridden.output()
-        assert "running on changed mitmproxy code: mitmproxy.proxy.layers.http.HttpStream" in out
+        assert (
+            f"running on changed mitmproxy code: mitmproxy.proxy.layers.http.{CHANGES[patch][2]}"
+            in overridden.output()
+        )
     finally:
         overridden.stop()
 
