@@ -55,6 +55,7 @@ from .seam import (
 )
 from .seam.close_connection import close_client_connection, close_upstream_connection
 from .service_account import TokenInjector
+from .sessions import Sessions
 from .status import status_response, too_many_requests, unauthorized
 from .streaming import forget_relayed, must_stream
 from .upstream_timeout import UpstreamTimeouts
@@ -79,6 +80,7 @@ class K8sAuth:
         self._trust_checker: asyncio.Task[None] | None = None
         # The audit log and the metrics outlive reloads: they need a restart to change.
         self.recorder = Recorder(None, None)
+        self.sessions = Sessions(None)
         self.limits = ConnectionLimits(max_total=1, max_per_client=1)
         self.peer_chains = PeerChains()
         self.upstream_timeouts = UpstreamTimeouts(0, close_upstream_connection)
@@ -178,8 +180,12 @@ class K8sAuth:
             else None
         )
         self.recorder = Recorder(audit, metrics, budget)
+        self.sessions = Sessions.for_settings(
+            s.audit, metrics.recording_failed if metrics else None, close_client_connection
+        )
 
     def _stop_recorder(self) -> None:
+        self.sessions.close_all()
         if self.recorder.audit:
             self.recorder.audit.close()
         if self.recorder.metrics:
@@ -377,6 +383,8 @@ class K8sAuth:
                 self._check_head(flow)
             if not flow.response:
                 await self._authenticate(flow, sent)
+            if not flow.response and self.sessions.enabled:
+                self._open_session(flow)
             if not flow.response:
                 self._route(flow)
                 ledger.vouch(flow)
@@ -468,6 +476,12 @@ class K8sAuth:
         runtime.writer.apply(flow.request.headers, lines)
         forwarded_for(flow.request.headers, flow.client_conn.peername[0], lowercase)
 
+    def _open_session(self, flow: http.HTTPFlow) -> None:
+        opened = self.sessions.request(flow)
+        self.recorder.annotate(flow, opened.annotations)
+        if opened.refusal:
+            flow.response = status_response(503, opened.refusal)
+
     def _route(self, flow: http.HTTPFlow) -> None:
         assert self.runtime
         self.runtime.router.route(flow)
@@ -500,6 +514,8 @@ class K8sAuth:
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._request_done(flow)
+        if self.sessions.enabled:
+            self.sessions.response(flow)
         if not flow.response or not flow.response.stream:
             self._hide_upstream(flow, body=True)
         if self.recorder.enabled:
@@ -513,8 +529,14 @@ class K8sAuth:
 
     def websocket_end(self, flow: http.HTTPFlow) -> None:
         self._end_message_log(flow)
+        if self.sessions.enabled:
+            self.recorder.annotate(flow, self.sessions.end(flow.client_conn.id))
         if self.recorder.enabled:
             self.recorder.websocket_done(flow)
+
+    def tcp_start(self, flow: tcp.TCPFlow) -> None:
+        if self.sessions.enabled:
+            self.sessions.tcp_start(flow)
 
     def tcp_end(self, flow: tcp.TCPFlow) -> None:
         self._end_message_log(flow)
@@ -534,10 +556,14 @@ class K8sAuth:
             )
 
     def websocket_message(self, flow: http.HTTPFlow) -> None:
+        if self.sessions.enabled:
+            self.sessions.websocket_message(flow)
         if flow.websocket and not self._keep_upgraded_messages():
             forget_relayed(flow.websocket.messages)
 
     def tcp_message(self, flow: tcp.TCPFlow) -> None:
+        if self.sessions.enabled:
+            self.sessions.tcp_message(flow)
         if not self._keep_upgraded_messages():
             forget_relayed(flow.messages)
 
@@ -548,6 +574,8 @@ class K8sAuth:
         self.limits.release(client.id, client.peername[0])
         self.deadlines.forget(client.id)
         self.peer_chains.forget(client.id)
+        if self.sessions.enabled:
+            self.recorder.annotate_upgraded(client.id, self.sessions.end(client.id))
         if self.recorder.enabled:
             self.recorder.connection_closed(client)
 
@@ -565,6 +593,8 @@ class K8sAuth:
         self._request_done(flow)
         if self.runtime:
             self.runtime.router.failed(flow)
+        if self.sessions.enabled:
+            self.sessions.failed(flow)
         if flow.error:
             logger.warning(
                 "kube-front-proxy: %s %s failed: %s",

@@ -173,6 +173,10 @@ class AuditEvent:
             )
         return replace(self, stage=Stage.RESPONSE_COMPLETE, stage_at=at, response_status=status)
 
+    def annotated(self, annotations: Mapping[str, str]) -> AuditEvent:
+        """The same stage with more annotations (those of later stages carry them too)."""
+        return replace(self, annotations={**self.annotations, **annotations})
+
     def panic(self, message: str, at: float) -> AuditEvent:
         """Panic: the proxy failed while handling the request and answered 500."""
         status = ResponseStatus(500, "Failure", message, "InternalError")

@@ -91,6 +91,11 @@ class AuditSettings:
     # past them such requests are counted (metric, log), not written. 0: never written.
     refused_per_address_per_minute: int = 60
     refused_per_minute: int = 600
+    # exec and attach sessions recorded as asciicast files here (sessions.py); None: not.
+    sessions_dir: Path | None = None
+    sessions_max_bytes: int = 100 * 1024 * 1024
+    # Fail closed: refuse sessions that cannot be recorded.
+    sessions_required: bool = False
 
 
 @dataclass(frozen=True)
@@ -370,7 +375,15 @@ def _audit(section: Section) -> AuditSettings:
                        ("refused_per_minute", total)):  # fmt: skip
         if value < 0:
             raise section.error(key, "must be 0 (refused requests are not audited) or more")
-    return AuditSettings(section.path("path"), max_mb * 1024 * 1024, backups, per_address, total)
+    sessions_dir = section.optional_path("sessions_dir")
+    sessions_mb = section.integer("sessions_max_mb", 100)
+    if sessions_mb < 1:
+        raise section.error("sessions_max_mb", "must be at least 1")
+    sessions_required = section.boolean("sessions_required", False)
+    if sessions_required and sessions_dir is None:
+        raise section.error("sessions_required", "needs audit.sessions_dir")
+    return AuditSettings(section.path("path"), max_mb * 1024 * 1024, backups, per_address, total,
+                         sessions_dir, sessions_mb * 1024 * 1024, sessions_required)  # fmt: skip
 
 
 def _host_port(section: Section, key: str) -> tuple[str, int]:

@@ -32,6 +32,7 @@ from .config import AUTHENTICATORS
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 300)
 # The authenticator label: one of them, or none for a request that did not log in.
 _LOGINS = frozenset(AUTHENTICATORS) | {"none"}
+_RECORDING_STAGES = frozenset({"open", "write", "decode"})
 
 
 class _Server(ThreadingMixIn, WSGIServer):
@@ -94,6 +95,13 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self.session_recording_failures = Counter(
+            "kube_front_proxy_session_recording_failures",
+            "exec and attach sessions whose recording could not be started (open), went on "
+            "unwritten (write) or could not be decoded (decode).",
+            ["stage"],
+            registry=self.registry,
+        )
         self._server: WSGIServer | None = None
         self._metrics_app = make_wsgi_app(self.registry)
 
@@ -116,6 +124,9 @@ class Metrics:
             self.duration.labels(verb).observe(seconds)
         if upstream_seconds is not None:
             self.upstream_duration.observe(upstream_seconds)
+
+    def recording_failed(self, stage: str) -> None:
+        self.session_recording_failures.labels(metric_labels.one_of(stage, _RECORDING_STAGES)).inc()
 
     def login_failed(self, reason: str) -> None:
         self.login_failures.labels(metric_labels.reason(reason, REASONS, AUTHENTICATORS)).inc()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 
 from mitmproxy import connection, http
 
@@ -86,6 +87,18 @@ class Recorder:
                 budget.take_denied(),
             )
         return False
+
+    def annotate(self, flow: http.HTTPFlow, annotations: Mapping[str, str]) -> None:
+        """Annotations for the audit event of a request not yet answered."""
+        event = self._events.get(flow.id)
+        if event and annotations:
+            self._events[flow.id] = event.annotated(annotations)
+
+    def annotate_upgraded(self, client_id: str, annotations: Mapping[str, str]) -> None:
+        """Annotations for the audit event of the SPDY session upgraded on this connection."""
+        event = self._upgraded.get(client_id)
+        if event and annotations:
+            self._upgraded[client_id] = event.annotated(annotations)
 
     def internal_error(self, flow: http.HTTPFlow, message: str) -> None:
         event = self._events.pop(flow.id, None)

@@ -110,7 +110,7 @@ def parse_request_info(method: str, target: str) -> RequestInfo:
     if len(parts) >= 3 and verb not in _SPECIAL_VERBS_NO_SUBRESOURCES:
         subresource = parts[2]
 
-    query = _parse_query(raw_query)
+    query = parse_query(raw_query)
     if not name and verb == "get":
         try:
             watch, selected_name = _decode_list_options(query)
@@ -152,7 +152,7 @@ _Query = Mapping[str, list[str]]
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
-def _parse_query(raw: str) -> _Query:
+def parse_query(raw: str) -> _Query:
     """Go's url.ParseQuery, whose errors the API server ignores: the bad pairs are dropped."""
     query: dict[str, list[str]] = {}
     for pair in raw.split("&"):
@@ -177,7 +177,7 @@ def _decode_list_options(query: _Query) -> tuple[bool, str | None]:
     """
     if not query:
         return False, None
-    watch = "watch" in query and not _go_false(query["watch"][0])
+    watch = "watch" in query and not go_false(query["watch"][0])
     for key in ("timeoutSeconds", "limit"):
         if key in query and not _is_int64(query[key][0]):
             raise ValueError(f"{key} is not an integer")
@@ -185,7 +185,7 @@ def _decode_list_options(query: _Query) -> tuple[bool, str | None]:
     return watch, _field_selector_requires(_first(query, "fieldSelector"), "metadata.name")
 
 
-def _go_false(value: str) -> bool:
+def go_false(value: str) -> bool:
     # Convert_Slice_string_To_bool: "0", or "false" under strings.EqualFold (Unicode folding).
     return value == "0" or value.casefold() == "false"
 
