@@ -29,8 +29,16 @@ from typing import Any
 HEADER_ROOM = 512
 
 
+# Characters some line readers take for line ends; JSON escapes the others (CR, LF, ...).
+_LINE_ENDS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
 def event_line(seconds: float, code: str, text: str) -> bytes:
-    return (json.dumps([round(seconds, 6), code, text], ensure_ascii=False) + "\n").encode()
+    return _json_line([round(seconds, 6), code, text]) + b"\n"
+
+
+def _json_line(value: object) -> bytes:
+    return json.dumps(value, ensure_ascii=False).translate(_LINE_ENDS).encode()
 
 
 class CastWriter:
@@ -41,7 +49,7 @@ class CastWriter:
         self.max_bytes = max_bytes
         self.truncated = False
         self._fd: int | None = fd
-        line = json.dumps(header, ensure_ascii=False).encode()
+        line = _json_line(header)
         self._header_size = len(line) + HEADER_ROOM
         self._size = self._header_size + 1
         _write_all(fd, line.ljust(self._header_size) + b"\n")
@@ -84,7 +92,7 @@ class CastWriter:
         """Replace the header in place; False (nothing written) if it outgrew its room."""
         if self._fd is None:
             return False
-        line = json.dumps(header, ensure_ascii=False).encode()
+        line = _json_line(header)
         if len(line) > self._header_size:
             return False
         os.pwrite(self._fd, line.ljust(self._header_size), 0)

@@ -2,6 +2,7 @@
 
     .venv/bin/kube-front-proxy-audit audit.log [audit.log.1 ...]
     .venv/bin/kube-front-proxy-audit flows.mitm
+    .venv/bin/kube-front-proxy-audit sessions DIR     # the recorded sessions (session_summary.py)
 
 Counts requests per user and per verb, and refused logins per source address and per claimed
 user. Audit logs are read as written by this proxy (or by kube-apiserver: same schema); flow
@@ -127,6 +128,15 @@ def entries_of(path: Path) -> Iterator[Entry]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["sessions"]:
+        from . import session_summary  # it imports this module
+
+        return session_summary.main(args[1:])
+    return summarise(args)
+
+
+def summarise(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="+", type=Path, help="audit logs or mitmproxy flow files")
     args = parser.parse_args(argv)
