@@ -478,7 +478,8 @@ class K8sAuth:
 
     def _open_session(self, flow: http.HTTPFlow) -> None:
         opened = self.sessions.request(flow)
-        self.recorder.annotate(flow, opened.annotations)
+        if opened.annotations:
+            self.recorder.annotate(flow, opened.annotations)
         if opened.refusal:
             flow.response = status_response(503, opened.refusal)
 
