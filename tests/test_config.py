@@ -84,6 +84,22 @@ def test_invalid_yaml(tmp_path: Path) -> None:
         ({"metrics": {"per_user": "yes"}}, "metrics.per_user", "true or false"),
         ({"audit": {"path": "a.log", "max_backups": 0}}, "audit.max_backups", "at least 1"),
         ({"audit": {"max_size_mb": 1}}, "audit.path", "missing"),
+        ({"audit": {"sessions_dir": "s"}}, "audit.path", "missing"),
+        (
+            {"audit": {"path": "a.log", "sessions_dir": "s", "sessions_max_mb": 0}},
+            "audit.sessions_max_mb",
+            "at least 1",
+        ),
+        (
+            {"audit": {"path": "a.log", "sessions_required": True}},
+            "audit.sessions_required",
+            "needs audit.sessions_dir",
+        ),
+        (
+            {"audit": {"path": "a.log", "sessions_required": "yes"}},
+            "audit.sessions_required",
+            "true or false",
+        ),
     ],
 )
 def test_config_errors_name_file_and_key(
