@@ -37,6 +37,12 @@ def _module_with(source: str, name: str = "fake_mitmproxy_part") -> types.Module
     return module
 
 
+def _forget(owner: types.ModuleType) -> None:
+    """Take a test's patches of `owner` out of the registry."""
+    for key in [k for k, p in seam._patches.items() if p.owner is owner]:
+        del seam._patches[key]
+
+
 def test_a_changed_target_is_reported_with_the_patch_name() -> None:
     before = _module_with("def target():\n    return 1\n")
     print_ = seam.fingerprint(before.target)
@@ -47,7 +53,7 @@ def test_a_changed_target_is_reported_with_the_patch_name() -> None:
     found = [d for d in seam.drift() if "fake_mitmproxy_part" in d]
     assert found and "test patch" in found[0] and "target" in found[0]
     assert "refusing to start" in seam.drift_error(found)
-    seam._patches.pop(seam.Patch(after, "target", print_, "", True).target)
+    _forget(after)
 
 
 def test_replace_twice_never_wraps_twice() -> None:
@@ -57,7 +63,17 @@ def test_replace_twice_never_wraps_twice() -> None:
     second = seam.replace(module, "target", lambda: 3, fingerprint="x", why="t")
     assert first is original and second is original
     assert module.target() == 3
-    seam._patches.pop(seam.Patch(module, "target", "x", "", True).target)
+    _forget(module)
+
+
+def test_the_readme_lists_every_patch() -> None:
+    listed = subprocess.run(
+        [sys.executable, "-m", "kube_front_proxy.seam", "--markdown"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("<!-- seam patches: begin -->\n", 1)[1].split("<!-- seam patches")[0]
+    assert section == listed, "README: paste `python -m kube_front_proxy.seam --markdown`"
 
 
 def test_the_installed_mitmproxy_matches_every_patch() -> None:
@@ -86,7 +102,7 @@ def test_a_second_patch_module_may_not_wrap_a_replaced_method() -> None:
     with pytest.raises(seam.SeamError, match="replaced by first_patch already; second_patch"):
         second.install(target)
     assert target.target() == "first_patch"
-    seam._patches.pop(seam.Patch(target, "target", "x", "", True).target)
+    _forget(target)
 
 
 def test_the_proxy_s_patches_cannot_be_wrapped_again() -> None:

@@ -45,6 +45,7 @@ from .seam import (
     http1_framing,
     http1_trailers,
     listener,
+    proxy_log,
     rapid_reset,
     request_size,
     upgraded_backpressure,
@@ -113,7 +114,7 @@ class K8sAuth:
         http1_framing.install()
         body_after_login.install()
         http1_trailers.install()
-        quoted_bytes.install()
+        proxy_log.install()
         websocket_relay.install()
         upgraded_backpressure.install()
         dumper_lines.install()
@@ -367,7 +368,7 @@ class K8sAuth:
         assert isinstance(server, connection.Server)
         client_offers = data.context.client.alpn_offers or ()
         if self.runtime.upstream_token:
-            # The token goes into HTTP/1 request heads only (service_account.py).
+            # The token goes into HTTP/1 request heads only (seam/upstream_token.py).
             server.alpn_offers = (b"http/1.1",)
         elif not server.alpn_offers:
             server.alpn_offers = tuple(p for p in client_offers if ctx.options.http2 or p != b"h2")

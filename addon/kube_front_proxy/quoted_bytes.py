@@ -3,12 +3,11 @@
 mitmproxy quotes what it could not parse: "Invalid header line: b'Authorization Basic ...'",
 "Client closed connection before completing request headers: b'GET / ...Authorization: ...'",
 h11's "illegal header line b'...'". Each is a Python bytes literal of what the client sent, and
-any of it may be a credential. mitmproxy's proxy layers log through one logger (that of
-`mitmproxy.proxy.server`, `ConnectionHandler.log`), and h2's debug output (whole HEADERS frames)
-through that of `_http_h2`; a filter on both rewrites every bytes literal in a message, or in an
-attached traceback, to `b'<N bytes withheld>'`. A flow's error message
-(saved with the flow, printed by mitmdump, logged by the addon) gets the same treatment in the
-addon's `error` hook.
+any of it may be a credential. `WithholdQuotedBytes` rewrites every bytes literal in a message,
+or in an attached traceback, to `b'<N bytes withheld>'`; seam/proxy_log.py puts it on the
+loggers mitmproxy's proxy layers and h2 log through. A flow's error message (saved with the
+flow, printed by mitmdump, logged by the addon) gets the same treatment in the addon's `error`
+hook.
 """
 
 from __future__ import annotations
@@ -17,11 +16,6 @@ import ast
 import logging
 import re
 import traceback
-
-from mitmproxy.proxy import server
-from mitmproxy.proxy.layers.http import _http_h2
-
-from . import seam
 
 # A Python bytes literal as repr() writes it; an unterminated one (a cut message) runs to the end.
 _BYTES_LITERAL = re.compile(r"""(?<![\w])b(?:'(?:[^'\\]|\\.)*(?:'|$)|"(?:[^"\\]|\\.)*(?:"|$))""",
@@ -52,28 +46,3 @@ class WithholdQuotedBytes(logging.Filter):
         record.msg = withhold_bytes(message)
         record.args = ()
         return True
-
-
-_FILTER = WithholdQuotedBytes()
-
-
-def install() -> None:
-    """Idempotent."""
-    seam.pin(
-        server.ConnectionHandler,
-        "log",
-        fingerprint="74a35bd8af54b361",
-        why="every message of mitmproxy's proxy layers is logged through the logger of "
-        "mitmproxy.proxy.server, where quoted client bytes are withheld",
-    )
-    seam.pin(
-        _http_h2,
-        "H2ConnectionLogger",
-        fingerprint="a42c139244924263",
-        why="h2's debug output (HEADERS with their values) goes through the logger of "
-        "_http_h2, where quoted client bytes are withheld",
-    )
-    for module in (server, _http_h2):
-        logger = logging.getLogger(module.__name__)
-        if _FILTER not in logger.filters:
-            logger.addFilter(_FILTER)

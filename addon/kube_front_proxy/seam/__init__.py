@@ -64,7 +64,8 @@ class Patch:
 
 # Keyed by the owner itself (not its id, which a freed object's successor may reuse).
 _originals: dict[tuple[Any, str], Any] = {}
-_patches: dict[str, Patch] = {}
+# By (target, patch module): each module that replaces or relies on a target is named.
+_patches: dict[tuple[str, str], Patch] = {}
 
 
 def fingerprint(obj: Any) -> str:
@@ -89,7 +90,7 @@ def pin(owner: Any, attribute: str, *, fingerprint: str, why: str) -> Any:
     """Record that a patch relies on `owner.attribute` as it is; returns it."""
     target = original(owner, attribute)
     patch = Patch(owner, attribute, fingerprint, why, replaced=False, module=_caller())
-    _patches.setdefault(patch.target, patch)
+    _patches.setdefault((patch.target, patch.module), patch)
     return target
 
 
@@ -100,13 +101,13 @@ def replace(owner: Any, attribute: str, replacement: Any, *, fingerprint: str, w
     wraps twice); a call from another module raises SeamError: one wrapper per method."""
     target = original(owner, attribute)
     patch = Patch(owner, attribute, fingerprint, why, replaced=True, module=_caller())
-    earlier = _patches.get(patch.target)
-    if earlier and earlier.replaced and earlier.module != patch.module:
-        raise SeamError(
-            f"{patch.target} is replaced by {earlier.module} already; {patch.module} may not "
-            "wrap it too: make the decision in that one wrapper"
-        )
-    _patches[patch.target] = patch
+    for earlier in _patches.values():
+        if earlier.target == patch.target and earlier.replaced and earlier.module != patch.module:
+            raise SeamError(
+                f"{patch.target} is replaced by {earlier.module} already; {patch.module} may "
+                "not wrap it too: make the decision in that one wrapper"
+            )
+    _patches[(patch.target, patch.module)] = patch
     setattr(owner, attribute, replacement)
     return target
 
@@ -117,11 +118,12 @@ def _caller() -> str:
 
 
 def patches() -> list[Patch]:
-    return sorted(_patches.values(), key=lambda p: p.target)
+    return sorted(_patches.values(), key=lambda p: (p.target, p.module))
 
 
 def drift() -> list[str]:
-    """One line per registered target whose code is not what its patch was written against."""
+    """One line per registered target, and patch module relying on it, whose code is not what
+    the patch was written against."""
     found = []
     for patch in patches():
         now = fingerprint(original(patch.owner, patch.attribute))

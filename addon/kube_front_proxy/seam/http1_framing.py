@@ -20,7 +20,7 @@ smuggling). The replacement frames each request it writes, whatever the client's
 The other end of the same rule: a client's HTTP/1.1 body whose chunked framing is broken (a
 chunk size that is not hex, a missing CRLF) made mitmproxy close the connection without a word;
 the client now gets a 400 Status first, as Go's and nginx's servers answer, and nothing has gone
-upstream (a chunked body is read whole before it is forwarded, request_limits.py).
+upstream (a chunked body is read whole before it is forwarded, seam/request_size.py).
 
 No public hook can do this: the upstream protocol is chosen by ALPN when the connection opens,
 after the request hooks; a body mitmproxy starts to stream once it passes `stream_large_bodies`
