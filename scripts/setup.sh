@@ -31,12 +31,14 @@ lock=requirements.lock
 .venv/bin/python -m pip install --quiet --require-hashes -r "$lock"
 .venv/bin/python -m pip install --quiet --no-deps -e .
 if [ "${1:-}" = "--test" ]; then
-    # The tests make their htpasswd files with Apache's own tool.
-    if ! command -v htpasswd >/dev/null 2>&1; then
-        if [ "$(id -u)" = 0 ]; then
-            apt-get update -qq && apt-get install -y -qq apache2-utils >/dev/null
-        else
-            sudo apt-get update -qq && sudo apt-get install -y -qq apache2-utils >/dev/null
-        fi
+    # The tests make their htpasswd files with Apache's own tool, and share lock-out counters
+    # through a real redis-server (Debian's package; the tests start their own).
+    missing=()
+    command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
+    command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+    if [ ${#missing[@]} -gt 0 ]; then
+        sudo=""
+        [ "$(id -u)" = 0 ] || sudo=sudo
+        $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
 fi

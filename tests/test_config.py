@@ -164,3 +164,54 @@ def test_user_without_users_entry_gets_name_only(config_dir: Path, pki: Path) ->
     runtime = load(config_dir, pki, authn={"users": None})
     carol = runtime.login.identities["carol"]
     assert (carol.user, carol.groups, carol.uid, dict(carol.extra)) == ("carol", (), "", {})
+
+
+@pytest.mark.parametrize(
+    ("redis", "key", "message"),
+    [
+        ({}, "state.redis.url", "missing"),
+        ({"url": "http://redis:6379"}, "state.redis.url", "redis://, rediss:// or unix://"),
+        ({"url": "redis://u:hunter2@redis:6379/0"}, "state.redis.url", "password_file"),
+        ({"url": "redis://redis:6379/x"}, "state.redis.url", "database number"),
+        ({"url": "redis://redis:port/0"}, "state.redis.url", "invalid port"),
+        ({"url": "unix://relative.sock"}, "state.redis.url", "absolute"),
+        ({"url": "redis://redis/0", "ca": "ca.crt"}, "state.redis.ca", "only for rediss"),
+        ({"url": "redis://redis/0", "timeout_seconds": 0}, "state.redis.timeout_seconds", "more"),
+        ({"url": "redis://redis/0", "timeout_seconds": "1"}, "state.redis.timeout_seconds",
+         "must be a number"),
+        ({"url": "redis://redis/0", "key_prefix": "a b"}, "state.redis.key_prefix", "spaces"),
+        ({"url": "redis://redis/0", "db": 1}, "state.redis.db", "unknown key"),
+    ],
+)  # fmt: skip
+def test_state_redis_errors_name_the_key(
+    config_dir: Path, pki: Path, redis: dict[str, object], key: str, message: str
+) -> None:
+    error = error_of(config_dir, pki, state={"redis": redis})
+    assert error.key == key and message in str(error)
+    assert "hunter2" not in str(error)
+
+
+def test_state_redis_loads_and_its_files_are_watched(config_dir: Path, pki: Path) -> None:
+    (config_dir / "password").write_text("pw\n")
+    redis = {
+        "url": "rediss://redis.example:6380/2",
+        "ca": str(pki / "ca.crt"),
+        "password_file": "password",
+        "key_prefix": "fleet-1",
+        "timeout_seconds": 0.05,
+    }
+    runtime = load(config_dir, pki, state={"redis": redis})
+    s = runtime.settings.redis
+    assert (s.url, s.key_prefix, s.timeout) == ("rediss://redis.example:6380/2", "fleet-1", 0.05)
+    assert s.revoked_when_unavailable
+    assert {pki / "ca.crt", config_dir / "password"} <= set(runtime.watched_files)
+    assert runtime.shared is not None
+    assert runtime.login.lockout.store.link is runtime.shared.link
+    # A reload that changes nothing keeps the link (and what this process knows); a new
+    # password makes a new one.
+    config = config_dir / "config.yaml"
+    assert build_runtime(config, runtime).shared is runtime.shared
+    (config_dir / "password").write_text("pw2\n")
+    assert build_runtime(config, runtime).shared is not runtime.shared
+    plain = load(config_dir, pki, state={"redis": {"url": "unix:///run/redis.sock?db=3"}})
+    assert plain.shared is not None and load(config_dir, pki).shared is None

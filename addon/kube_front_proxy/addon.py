@@ -32,6 +32,7 @@ from .metrics import Metrics
 from .peer_certificates import NO_CHAIN, PeerChain, PeerChains, proven_chain
 from .rate_budget import RateBudget
 from .recording import Recorder
+from .redis_link import Health
 from .reload import Reloader, restart_needed
 from .request_limits import head_too_large_status, http2_head_size
 from .runtime import Runtime, build_runtime
@@ -57,6 +58,7 @@ from .seam import (
 from .seam.close_connection import close_client_connection, close_upstream_connection
 from .service_account import TokenInjector
 from .sessions import Sessions
+from .shared_state import retire
 from .status import status_response, too_many_requests, unauthorized
 from .streaming import forget_relayed, must_stream
 from .upstream_timeout import UpstreamTimeouts
@@ -184,6 +186,8 @@ class K8sAuth:
         self.sessions = Sessions.for_settings(
             s.audit, metrics.recording_failed if metrics else None, close_client_connection
         )
+        if metrics:
+            metrics.shared_health = self._shared_health
 
     def _stop_recorder(self) -> None:
         self.sessions.close_all()
@@ -266,7 +270,12 @@ class K8sAuth:
         if self.recorder.metrics:
             self.recorder.metrics.reloads.labels("refused").inc()
 
+    def _shared_health(self) -> Health | None:
+        shared = self.runtime.shared if self.runtime else None
+        return shared.link.health if shared else None
+
     def _use_runtime(self, runtime: Runtime) -> None:
+        retire(self.runtime.shared if self.runtime else None, runtime.shared)
         self.runtime = runtime
         self._set_limits(runtime)
         self._configure_seam(runtime)

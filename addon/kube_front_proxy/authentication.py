@@ -179,7 +179,8 @@ class Login:
         claimed = credentials.username if isinstance(credentials, Credentials) else None
         # The guess: equal credentials in flight are one (the cache checks them once).
         guess = hash(credentials) if malformed is None else hash(tuple(authorization))
-        attempt = await self.lockout.attempt(claimed, client, guess)
+        remembered = malformed is None and self._remembered(credentials)
+        attempt = await self.lockout.attempt(claimed, client, guess, remembered)
         if attempt.retry_after > 0:
             # Refused before any hash runs: a locked-out attack costs a dictionary lookup.
             return Outcome(
@@ -198,6 +199,20 @@ class Login:
         else:
             await self.lockout.succeeded(attempt, outcome.identity.user)
         return outcome
+
+    def _remembered(self, credentials: Credentials | BearerToken | None) -> bool:
+        """Credentials known to log in without an expensive check: a password the cache
+        remembers, a token of the token file (the lock-out decides them without a round trip
+        to a shared store)."""
+        if isinstance(credentials, Credentials):
+            user, password = credentials.username, credentials.password
+            htpasswd = self.htpasswd
+            return htpasswd is not None and self.cache.remembers(
+                user, password, htpasswd.hash_of(user)
+            )
+        if isinstance(credentials, BearerToken):
+            return token_digest(credentials.token) in self._tokens
+        return False
 
     async def _log_in(
         self,

@@ -15,6 +15,7 @@ from .errors import ConfigError
 from .identity import HeaderNames, is_token
 from .lockout import LockoutPolicy
 from .oidc_config import OidcSettings, oidc_settings
+from .redis_config import RedisSettings, redis_settings
 from .yamlfile import Section, read_mapping
 
 # The order kube-apiserver tries its own: certificates, token file, OIDC; Basic last.
@@ -141,6 +142,8 @@ class Settings:
     handshake_timeout: int = 10
     request_header_timeout: int = 10
     keepalive_timeout: int = 90
+    # state.redis: counters shared by every process using the same Redis and key prefix.
+    redis: RedisSettings | None = None
 
 
 def load_settings(path: Path) -> Settings:
@@ -241,6 +244,10 @@ def load_settings(path: Path) -> Settings:
     handshake_timeout, request_header_timeout, keepalive_timeout = _client_timeouts(limits)
     limits.finish()
 
+    state = root.section("state")
+    redis = redis_settings(state.section("redis")) if state.has("redis") else None
+    state.finish()
+
     root.finish()
     return Settings(
         file=path,
@@ -280,6 +287,7 @@ def load_settings(path: Path) -> Settings:
         handshake_timeout=handshake_timeout,
         request_header_timeout=request_header_timeout,
         keepalive_timeout=keepalive_timeout,
+        redis=redis,
     )
 
 

@@ -3,8 +3,14 @@
 Each counter is one number per key, its "theoretical arrival time" (GCRA, as in rate limiters):
 the moment at which all failures charged to it will have drained. Charging a failure moves it
 to max(itself, now) + interval; a counter at or before now is the same as none. That makes a
-store easy to share: one float per key, one atomic update per failure, and an expiry at the
-value itself (a Redis store: MGET, a short Lua script, PEXPIREAT).
+store easy to share: one float per key, one atomic update per attempt, and an expiry at the
+value itself (redis_counters.py).
+
+An attempt is admitted against a set of budgets in one step that also charges them (a
+reservation): all of the strict budgets must have room, and one of the `either` budgets (the
+first that has room) is charged with them. A failure keeps the charge; a success or an abandoned
+attempt refunds it. Deciding and charging in one atomic step is what keeps concurrent guesses,
+in one process or in several sharing a store, from all seeing the same room.
 
 Keys are bytes whose first byte names their kind (lockout.py: address, user, pair, ...). The
 store bounds memory per kind without ever forgetting a live counter: see MemoryCounterStore.
@@ -12,8 +18,10 @@ store bounds memory per kind without ever forgetting a live counter: see MemoryC
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Collection, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 # Expired counters examined per update, and when a kind is full.
@@ -21,17 +29,70 @@ _SWEEP = 2
 _SWEEP_WHEN_FULL = 64
 
 
+@dataclass(frozen=True)
+class Budget:
+    """One counter an attempt is charged to: `burst` failures at once, then one per `interval`
+    seconds."""
+
+    key: bytes
+    interval: float
+    burst: int
+
+    def wait(self, counter: float, now: float) -> float:
+        """Seconds until the counter has room for one more failure (<= 0: room now)."""
+        return max(counter, now) + (1 - self.burst) * self.interval - now
+
+
+@dataclass(frozen=True)
+class Admission:
+    wait: float  # > 0: refused, try again in this many seconds
+    charged: tuple[Budget, ...] = ()  # reserved: kept on failure, refunded otherwise
+
+
+def decide(
+    strict: Sequence[Budget], either: Sequence[Budget], counters: Sequence[float], now: float
+) -> Admission:
+    """The admission of an attempt given its budgets' counters (strict ones first).
+
+    redis_counters.ADMIT is the same rule in Lua; a test keeps the two in step.
+    """
+    wait = max(b.wait(c, now) for b, c in zip(strict, counters, strict=False))
+    chosen: tuple[Budget, ...] = ()
+    if either:
+        waits = [b.wait(c, now) for b, c in zip(either, counters[len(strict) :], strict=True)]
+        room = next((b for b, w in zip(either, waits, strict=True) if w <= 0), None)
+        if room is None:
+            wait = max(wait, min(waits))
+        else:
+            chosen = (room,)
+    return Admission(wait, (*strict, *chosen) if wait <= 0 else ())
+
+
 class CounterStore(Protocol):
-    async def read(self, keys: Sequence[bytes], now: float) -> list[float]:
-        """Each key's counter; 0.0 for a key with none."""
+    def admit(
+        self, strict: Sequence[Budget], either: Sequence[Budget], now: float
+    ) -> Awaitable[Admission]:
+        """Decide and, if admitted, charge in one atomic step (see the module docstring).
+
+        An awaitable that may already be done: a store in memory never makes its caller wait.
+        """
         ...
 
-    async def charge(self, charges: Sequence[tuple[bytes, float]], now: float) -> None:
-        """Charge one failure to each (key, interval): counter = max(counter, now) + interval.
-        Atomic per key: two processes charging the same key at once both count."""
+    def known_wait(
+        self, strict: Sequence[Budget], either: Sequence[Budget], now: float
+    ) -> float | None:
+        """What admit would say, from what this process knows, without charging or waiting;
+        None when it cannot tell (then ask admit)."""
         ...
 
-    async def clear(self, key: bytes) -> None: ...
+    def known(self, key: bytes, now: float) -> float | None:
+        """The counter of key as this process knows it; None when it cannot tell."""
+        ...
+
+    def refund(self, charged: Sequence[Budget], now: float, clear: bytes = b"") -> None:
+        """Undo a reservation (the attempt did not fail), and drop the counter `clear` if
+        given. Takes effect in this process at once; a shared store follows in the background."""
+        ...
 
 
 class MemoryCounterStore:
@@ -54,6 +115,9 @@ class MemoryCounterStore:
     def __len__(self) -> int:
         return sum(map(len, self._tables.values())) + len(self._overflow)
 
+    def keys(self) -> list[bytes]:
+        return [key for table in self._tables.values() for key in table]
+
     def _table(self, kind: int) -> OrderedDict[bytes, float]:
         table = self._tables.get(kind)
         if table is None:
@@ -73,9 +137,6 @@ class MemoryCounterStore:
             self._sweep(table, now, _SWEEP_WHEN_FULL)
         return len(table) < self.max_per_kind
 
-    async def read(self, keys: Sequence[bytes], now: float) -> list[float]:
-        return [self._read(key, now) for key in keys]
-
     def _read(self, key: bytes, now: float) -> float:
         table = self._tables.get(key[0])
         if table is None:
@@ -87,15 +148,63 @@ class MemoryCounterStore:
             return self._overflow.get(key[0], 0.0)
         return 0.0
 
-    async def charge(self, charges: Sequence[tuple[bytes, float]], now: float) -> None:
-        for key, interval in charges:
-            kind = key[0]
-            table = self._table(kind)
-            self._sweep(table, now, _SWEEP)
-            if key in table or self._has_room(table, now):
-                table[key] = max(table.get(key, 0.0), now) + interval
-            elif kind in self._shared_when_full:
-                self._overflow[kind] = max(self._overflow.get(kind, 0.0), now) + interval
+    def admit(
+        self, strict: Sequence[Budget], either: Sequence[Budget], now: float
+    ) -> Awaitable[Admission]:
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(self.admit_now(strict, either, now))
+        return done
 
-    async def clear(self, key: bytes) -> None:
-        self._table(key[0]).pop(key, None)
+    def admit_now(
+        self, strict: Sequence[Budget], either: Sequence[Budget], now: float
+    ) -> Admission:
+        counters = [self._read(b.key, now) for b in (*strict, *either)]
+        admission = decide(strict, either, counters, now)
+        for budget in admission.charged:
+            self._charge(budget, now)
+        return admission
+
+    def _charge(self, budget: Budget, now: float) -> None:
+        key, kind = budget.key, budget.key[0]
+        table = self._table(kind)
+        self._sweep(table, now, _SWEEP)
+        if key in table or self._has_room(table, now):
+            table[key] = max(table.get(key, 0.0), now) + budget.interval
+        elif kind in self._shared_when_full:
+            self._overflow[kind] = max(self._overflow.get(kind, 0.0), now) + budget.interval
+
+    def known_wait(
+        self, strict: Sequence[Budget], either: Sequence[Budget], now: float
+    ) -> float | None:
+        counters = [self._read(b.key, now) for b in (*strict, *either)]
+        return decide(strict, either, counters, now).wait
+
+    def known(self, key: bytes, now: float) -> float | None:
+        """The counter if tracked, 0.0 if it has none; None when the key is not tracked
+        because its kind is full (the store cannot tell what a shared store holds for it)."""
+        table = self._tables.get(key[0])
+        if table is None:
+            return 0.0
+        counter = table.get(key)
+        if counter is not None:
+            return counter
+        return None if not self._has_room(table, now) else 0.0
+
+    def record(self, key: bytes, counter: float, now: float) -> None:
+        """Set a counter to what a shared store said it is (if there is room for it)."""
+        table = self._table(key[0])
+        if counter <= now:
+            table.pop(key, None)
+        elif key in table or self._has_room(table, now):
+            table[key] = counter
+
+    def refund(self, charged: Sequence[Budget], now: float, clear: bytes = b"") -> None:
+        for budget in charged:
+            kind = budget.key[0]
+            table = self._tables.get(kind)
+            if table is not None and budget.key in table:
+                table[budget.key] -= budget.interval
+            elif kind in self._overflow:
+                self._overflow[kind] -= budget.interval
+        if clear:
+            self._table(clear[0]).pop(clear, None)

@@ -57,6 +57,11 @@ class CredentialCache:
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
+    def remembers(self, user: str, password: str, hashed: str | None) -> bool:
+        """Whether check would answer True from memory, without running anything."""
+        entry = self._entries.get(self._digest(user, password))
+        return entry is not None and entry[0] == hashed and entry[1] > self._clock()
+
     async def check(
         self, user: str, password: str, hashed: str | None, verify: Callable[[], bool]
     ) -> bool:

@@ -19,24 +19,31 @@ per_user a day, plus per_address_past_user_budget for every further address the 
 
 A success clears only its own (user, address) pair: not the address (another user's login from
 it must not restore an attacker's budget there) and not the user name (the user's own requests
-would restore the attacker's budget on her name). Attempts in flight count against the budgets
-until they end, so concurrent guesses cannot overrun them; identical ones (kubectl's parallel
-first requests) are one guess, as the credential cache checks them once.
+would restore the attacker's budget on her name). An attempt is charged when it is admitted (a
+reservation: counter_store.py) and refunded when it does not fail, so attempts in flight count
+against the budgets until they end and concurrent guesses cannot overrun them, in one process
+or across processes sharing a store; identical ones (kubectl's parallel first requests) are one
+guess, as the credential cache checks them once.
+
+A remembered login (credentials the proxy knows to be right: a remembered password, a token of
+the token file) is decided from what this process knows of the counters, with no charge and
+no wait for a shared store; only when that says no, or cannot tell, is the store asked. A guess
+is never remembered, so every wrong password is decided by the store.
 
 IPv6 addresses count by /64, which one host usually holds whole; IPv4-mapped addresses as IPv4.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import socket
 import time
-from collections import Counter
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
-from .counter_store import CounterStore, MemoryCounterStore
+from .counter_store import Admission, Budget, CounterStore, MemoryCounterStore
 
 DAY = 86400.0
 
@@ -60,11 +67,11 @@ class LockoutPolicy:
 class _Group:
     """Identical attempts (same address and credentials) in flight: one guess."""
 
-    keys: tuple[bytes, ...]  # charged on failure
+    decision: asyncio.Future[Admission] | Admission
     pair: bytes  # the (user, address) counter, b"" without a user
     pair_failed: bool  # the pair had failures: a success clears them
     members: int = 0
-    charged: bool = False
+    settled: bool = False  # failed (the charge stays) or refunded
 
 
 @dataclass
@@ -93,6 +100,11 @@ def address_of(client: str) -> bytes:
     return packed[:8]
 
 
+def memory_store(policy: LockoutPolicy) -> MemoryCounterStore:
+    """The counters of one process, bounded by policy.max_tracked per kind."""
+    return MemoryCounterStore(policy.max_tracked, shared_when_full={ADDRESS, USER, PAST_BUDGET})
+
+
 class Lockout:
     def __init__(
         self,
@@ -101,12 +113,10 @@ class Lockout:
         clock: Callable[[], float] = time.monotonic,
         secret: bytes | None = None,
     ) -> None:
-        """store: shared by processes that must count together (with their clocks in step);
-        secret: the key user names are hashed with in counter keys (shared likewise)."""
+        """store: shared by processes that must count together; secret: the key user names
+        are hashed with in counter keys (shared likewise)."""
         self.policy = policy
-        self.store = store or MemoryCounterStore(
-            policy.max_tracked, shared_when_full={ADDRESS, USER, PAST_BUDGET}
-        )
+        self.store = store or memory_store(policy)
         self._clock = clock
         self._secret = secret or secrets.token_bytes(32)
         p = policy
@@ -123,62 +133,72 @@ class Lockout:
             PAST_BUDGET: p.per_address_past_user_budget,
         }
         self._groups: dict[tuple[bytes, Hashable], _Group] = {}
-        self._in_flight: Counter[bytes] = Counter()  # key -> distinct guesses in flight
 
     def _user_id(self, user: str) -> bytes:
         # Hashed: a user name can be 60 KB of anything, and a shared store must not list them.
         raw = user.encode("utf-8", "surrogateescape")
         return hashlib.blake2b(raw, key=self._secret, digest_size=16).digest()
 
-    def _wait(self, key: bytes, counter: float, now: float) -> float:
-        """Seconds until key has room for one more failure, counting the guesses in flight
-        as failures (<= 0: it has room now)."""
-        kind = key[0]
-        pending = self._in_flight[key] - self._bursts[kind] + 1
-        return max(counter, now) + pending * self._intervals[kind] - now
+    def _budget(self, kind: int, rest: bytes) -> Budget:
+        return Budget(bytes((kind,)) + rest, self._intervals[kind], self._bursts[kind])
 
-    async def attempt(self, user: str | None, client: str, credentials: Hashable) -> Attempt:
+    def _budgets(
+        self, user: str | None, address: bytes
+    ) -> tuple[tuple[Budget, ...], tuple[Budget, ...], bytes]:
+        """The budgets an attempt is charged to: all of the strict ones, and the first of the
+        others with room (the user name's own, else the address's allowance past it); and the
+        key of its (user, address) pair."""
+        a = self._budget(ADDRESS, address)
+        if user is None:
+            return (a,), (), b""
+        name = self._user_id(user)
+        p = self._budget(PAIR, name + address)
+        either = (self._budget(USER, name), self._budget(PAST_BUDGET, address))
+        return (a, p), either, p.key
+
+    async def attempt(
+        self, user: str | None, client: str, credentials: Hashable, remembered: bool = False
+    ) -> Attempt:
         """May a login with these credentials (user None: not a password) be checked now?
 
         credentials identifies the guess: attempts with equal ones in flight count once.
+        remembered: the credentials are known to log in (see the module docstring).
         """
         now = self._clock()
         address = address_of(client)
         key = (address, credentials)
         group = self._groups.get(key)
         if group is None:
-            keys, wait, pair, pair_failed = await self._decide(user, address, now)
-            if wait > 0:
-                return Attempt(wait, user)
-            # The read may have waited for a shared store: the same guess may be in by now.
-            group = self._groups.get(key)
-            if group is None:
-                group = self._groups[key] = _Group(keys, pair, pair_failed)
-                self._in_flight.update(keys)
+            group = self._groups[key] = self._new_group(user, address, remembered, now)
         group.members += 1
-        return Attempt(0.0, user, group, key)
+        attempt = Attempt(0.0, user, group, key)
+        decision = group.decision
+        if not isinstance(decision, Admission):
+            try:
+                # shield: one cancelled request (client gone) must not cancel the others'.
+                decision = await asyncio.shield(decision)
+            except BaseException:
+                self.abandon(attempt)
+                raise
+        if decision.wait > 0:
+            group.settled = True  # nothing was charged
+            self._release(attempt)
+            return Attempt(decision.wait, user)
+        return attempt
 
-    async def _decide(
-        self, user: str | None, address: bytes, now: float
-    ) -> tuple[tuple[bytes, ...], float, bytes, bool]:
-        """The counters an attempt would charge, how long until it may, its pair and whether
-        that pair has failures."""
-        a = bytes((ADDRESS,)) + address
-        if user is None:
-            (counter,) = await self.store.read([a], now)
-            return (a,), self._wait(a, counter, now), b"", False
-        name = self._user_id(user)
-        p = bytes((PAIR,)) + name + address
-        u = bytes((USER,)) + name
-        x = bytes((PAST_BUDGET,)) + address
-        ca, cp, cu, cx = await self.store.read([a, p, u, x], now)
-        strict = max(self._wait(a, ca, now), self._wait(p, cp, now))
-        user_wait = self._wait(u, cu, now)
-        if user_wait <= 0:
-            return (a, p, u), strict, p, cp > now
-        # Past the user name's budget: checked only while this address has some left for it.
-        wait = max(strict, min(user_wait, self._wait(x, cx, now)))
-        return (a, p, x), wait, p, cp > now
+    def _new_group(self, user: str | None, address: bytes, remembered: bool, now: float) -> _Group:
+        strict, either, pair = self._budgets(user, address)
+        store = self.store
+        known = store.known_wait(strict, either, now) if remembered else None
+        if known is not None and known <= 0:
+            pair_failed = bool(pair) and (store.known(pair, now) or 0.0) > now
+            return _Group(Admission(0.0), pair, pair_failed)
+        decision = store.admit(strict, either, now)
+        # Whether the pair has failures is known only once the store has answered: a success
+        # clears it anyway (nothing to clear is cheap; a shared store does it with the refund).
+        if isinstance(decision, asyncio.Future) and decision.done():
+            return _Group(decision.result(), pair, pair_failed=bool(pair))
+        return _Group(asyncio.ensure_future(decision), pair, pair_failed=bool(pair))
 
     def _release(self, attempt: Attempt) -> _Group | None:
         group = attempt._group
@@ -189,33 +209,50 @@ class Lockout:
         if group.members == 0:
             if self._groups.get(attempt._key) is group:
                 del self._groups[attempt._key]
-            in_flight = self._in_flight
-            for key in group.keys:
-                if in_flight[key] > 1:
-                    in_flight[key] -= 1
-                else:
-                    del in_flight[key]
+            if not group.settled:
+                group.settled = True
+                self._refund(group)
         return group
+
+    def _refund(self, group: _Group, clear: bytes = b"") -> None:
+        decision = group.decision
+        if isinstance(decision, Admission):
+            if decision.charged or clear:
+                self.store.refund(decision.charged, self._clock(), clear)
+        elif decision.done():
+            if not decision.cancelled() and decision.exception() is None:
+                group.decision = decision.result()
+                self._refund(group, clear)
+        else:
+            # Everyone waiting for it left: refund what it reserves once it is decided.
+            decision.add_done_callback(lambda _: self._refund(group, clear))
 
     async def failed(self, attempt: Attempt) -> None:
         group = attempt._group
         try:
-            if group is not None and not group.charged:
-                group.charged = True
-                charges = [(key, self._intervals[key[0]]) for key in group.keys]
-                # Still in flight while it is charged: nothing slips in between.
-                await self.store.charge(charges, self._clock())
+            if group is not None and not group.settled:
+                group.settled = True
+                decision = group.decision
+                if isinstance(decision, Admission) and not decision.charged:
+                    # Remembered, yet wrong (its htpasswd entry changed in between): a guess
+                    # after all, charged as one if its budgets have room.
+                    strict, either, _ = self._budgets(attempt.user, attempt._key[0])
+                    await self.store.admit(strict, either, self._clock())
         finally:
             self._release(attempt)
 
     async def succeeded(self, attempt: Attempt, user: str) -> None:
-        """The attempt logged user in: clears its pair's failures if the password was user's
-        (a certificate may log in someone else while a Basic header names another user)."""
-        group = self._release(attempt)
-        if group is not None and group.pair_failed and user == attempt.user:
-            group.pair_failed = False
-            await self.store.clear(group.pair)
+        """The attempt logged user in: its reservation is refunded, and its pair's failures
+        are cleared if the password was user's (a certificate may log in someone else while
+        a Basic header names another user)."""
+        group = attempt._group
+        if group is not None and not group.settled:
+            group.settled = True
+            clear = group.pair if group.pair_failed and user == attempt.user else b""
+            self._refund(group, clear)
+        self._release(attempt)
 
     def abandon(self, attempt: Attempt) -> None:
-        """The attempt ended without an answer (an internal error): nothing is charged."""
+        """The attempt ended without an answer (an internal error, the client left): nothing is
+        charged for it unless another attempt of its group settles it."""
         self._release(attempt)

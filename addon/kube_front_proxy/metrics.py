@@ -9,6 +9,12 @@ The same listener answers GET /healthz, for liveness and readiness probes. It is
 its own thread, so answering proves little by itself: the proxy's event loop stamps a heartbeat
 every second, and /healthz is a 503 once that heartbeat is older than `stall_seconds` (a loop
 stuck in a blocking call or a busy loop serves nobody, while its sockets still accept).
+
+GET /readyz answers the same, with one line per check in kube-apiserver's verbose style. With
+state.redis, a Redis that does not answer shows there as `[-]shared-state` with the reason, but
+does not fail the check: the proxy serves on with counters of its own (redis_link.py), and
+taking every replica out of the Service because Redis is down would take the users' access
+with it.
 """
 
 from __future__ import annotations
@@ -23,10 +29,13 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from . import metric_labels
 from .authentication import REASONS
 from .config import AUTHENTICATORS
+from .redis_link import Health
 
 # Requests through a proxy take ~1-10 ms; watches and exec sessions take minutes.
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 300)
@@ -42,6 +51,27 @@ class _Server(ThreadingMixIn, WSGIServer):
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass  # probes every few seconds would flood the proxy's output
+
+
+class _SharedStateCollector(Collector):
+    def __init__(self, health: Callable[[], Health | None]) -> None:
+        self.health = health
+
+    def collect(self) -> Iterable[Metric]:
+        health = self.health()
+        if health is None:
+            return
+        yield GaugeMetricFamily(
+            "kube_front_proxy_shared_state_degraded",
+            "1 while Redis (state.redis) does not answer and login failures are counted in this "
+            "process alone.",
+            value=1 if health.degraded else 0,
+        )
+        yield CounterMetricFamily(
+            "kube_front_proxy_shared_state_errors",
+            "Redis commands and probes that failed or timed out.",
+            value=health.errors,
+        )
 
 
 class Metrics:
@@ -102,6 +132,9 @@ class Metrics:
             ["stage"],
             registry=self.registry,
         )
+        # The shared state's health now (the runtime's: a reload may replace it); None without.
+        self.shared_health: Callable[[], Health | None] = lambda: None
+        self.registry.register(_SharedStateCollector(lambda: self.shared_health()))
         self._server: WSGIServer | None = None
         self._metrics_app = make_wsgi_app(self.registry)
 
@@ -147,15 +180,22 @@ class Metrics:
         self._heartbeat = loop.call_later(1.0, self._beat_now, loop)
 
     def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ["PATH_INFO"] != "/healthz":
+        path = environ["PATH_INFO"]
+        if path not in ("/healthz", "/readyz"):
             metrics: Iterable[bytes] = self._metrics_app(environ, start_response)
             return metrics
         stalled = time.monotonic() - self._beat
-        if stalled > self.stall_seconds:
-            start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
-            return [f"event loop stalled for {stalled:.0f} s\n".encode()]
-        start_response("200 OK", [("Content-Type", "text/plain")])
-        return [b"ok\n"]
+        ok = stalled <= self.stall_seconds
+        if path == "/readyz":
+            lines = ["[+]event-loop ok" if ok else f"[-]event-loop stalled for {stalled:.0f} s"]
+            lines += _shared_state_lines(self.shared_health())
+            lines.append("readyz check passed" if ok else "readyz check failed")
+            text = "\n".join(lines) + "\n"
+        else:
+            text = "ok\n" if ok else f"event loop stalled for {stalled:.0f} s\n"
+        start_response("200 OK" if ok else "503 Service Unavailable",
+                       [("Content-Type", "text/plain")])  # fmt: skip
+        return [text.encode()]
 
     def stop(self) -> None:
         if self._heartbeat:
@@ -165,3 +205,13 @@ class Metrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+def _shared_state_lines(health: Health | None) -> list[str]:
+    if health is None:
+        return []
+    if not health.degraded:
+        return [f"[+]shared-state ok ({health.where})"]
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(health.degraded_since))
+    return [f"[-]shared-state degraded since {since}: {health.where}: {health.reason}; "
+            "login failures counted in this process (not a readiness failure)"]  # fmt: skip

@@ -13,10 +13,11 @@ from .config import FileRef, Settings, load_settings
 from .credential_cache import CredentialCache
 from .htpasswd import Htpasswd
 from .identity import IMPERSONATION, IdentityHeaderWriter
-from .lockout import Lockout
+from .lockout import Lockout, memory_store
 from .oidc import OidcAuthenticator
 from .readyz import readyz_probe
 from .routing import Router, build_router
+from .shared_state import SharedState, shared_state
 from .tls import ServingTLS, UpstreamTLS, read_certificates, read_key_pair
 from .tokens import TokenFile
 from .upstream_leaks import UpstreamHider
@@ -39,6 +40,8 @@ class Runtime:
     # upstream.check_cluster_trust, front-proxy mode only (cluster_trust.py: nothing applies
     # to a proxy that presents no certificate)
     trust_check: TrustCheck | None = None
+    # state.redis: what this process shares with the others (None: nothing)
+    shared: SharedState | None = None
 
     @property
     def mode(self) -> str:
@@ -56,7 +59,9 @@ class Runtime:
         refs = [s.htpasswd, s.tokens, s.users, s.client_ca, s.serving_cert, s.serving_key,
                 s.upstream.ca, s.upstream.client_cert, s.upstream.client_key,
                 s.upstream.token_file]  # fmt: skip
-        return [s.file, *(ref.path for ref in refs if ref is not None)]
+        shared = (s.redis.ca, s.redis.password_file) if s.redis else ()
+        return [s.file, *(ref.path for ref in refs if ref is not None),
+                *(path for path in shared if path is not None)]  # fmt: skip
 
     @property
     def needs_restart_to_change(self) -> tuple[object, ...]:
@@ -121,7 +126,13 @@ def build_runtime(config_file: Path, previous: Runtime | None = None) -> Runtime
     cache = CredentialCache(settings.cache_ttl, settings.cache_max_entries)
     if old and (old.cache.ttl, old.cache.max_entries) == (cache.ttl, cache.max_entries):
         cache = old.cache
-    lockout = old.lockout if old and old.lockout.policy == settings.lockout else None
+    shared = shared_state(settings.redis, previous.shared if previous else None)
+    lockout = None
+    if old and old.lockout.policy == settings.lockout and previous and previous.shared is shared:
+        lockout = old.lockout
+    elif shared:
+        store = shared.counter_store(memory_store(settings.lockout))
+        lockout = Lockout(settings.lockout, store, secret=shared.secret)
     client_cas = read_certificates(settings.client_ca) if settings.client_ca else ()
     login = Login(
         users=users,
@@ -152,7 +163,7 @@ def build_runtime(config_file: Path, previous: Runtime | None = None) -> Runtime
         else None
     )
     return Runtime(
-        settings, login, writer, serving, upstream, router, hider, probe, token, trust_check=check
+        settings, login, writer, serving, upstream, router, hider, probe, token, check, shared
     )
 
 

@@ -86,6 +86,15 @@ class Section:
             raise self.error(key, f"must be an integer, not {_kind(value)}")
         return value
 
+    def number(self, key: str, default: float) -> float:
+        """An integer or a decimal number, such as 0.2."""
+        value = self._take(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(key, f"must be a number, not {_kind(value)}")
+        return float(value)
+
     def boolean(self, key: str, default: bool) -> bool:
         value = self._take(key)
         if value is None:
