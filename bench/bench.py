@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """Side-by-side throughput and latency of kube-front-proxy, bare mitmproxy and the nginx recipe.
 
-    bench/run.sh [--rounds 3] [--seconds 5] [--connections 16]
+    bench/run.sh [--rounds 3] [--seconds 5] [--connections 16] [--redis]
+
+With --redis, a second kube-front-proxy process shares its lock-out counters through a local
+redis-server (state.redis) and runs as two more candidates: the ratio must not move, as a
+remembered login costs no Redis round trip.
 
 Every candidate sits in front of the same fast upstream: nginx with `ssl_verify_client on`
 (the front-proxy CA) returning a fixed ~1.4 KB JSON body, so the upstream is not the
@@ -25,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -245,8 +249,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--redis", action="store_true", help="also run a proxy with state.redis")
     args = parser.parse_args()
-    for tool in ("nginx", "wrk", "htpasswd"):
+    for tool in ("nginx", "wrk", "htpasswd") + (("redis-server",) if args.redis else ()):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
             print(f"bench: {tool} is missing (bench/run.sh installs it)", file=sys.stderr)
             return 1
@@ -266,11 +271,12 @@ def main() -> int:
         subprocess.run(["htpasswd", "-b", "-B", "-C", "12", str(htpasswd), user, "pw"],
                        check=True, capture_output=True)  # fmt: skip
 
-    ports = {name: free_port() for name in ("upstream", "direct", "recipe", "bare", "proxy")}
+    names = ["upstream", "direct", "recipe", "bare", "proxy"] + (["shared", "redis"] * args.redis)
+    ports = {name: free_port() for name in names}
     upstream_conf, recipe_conf = nginx_confs(
         work, pki, ports["upstream"], ports["direct"], ports["recipe"]
     )
-    (work / "config.yaml").write_text(json.dumps({
+    config = {
         "listen": {"host": "127.0.0.1", "port": ports["proxy"]},
         "serving": {"cert": str(pki / "proxy-server.crt"), "key": str(pki / "proxy-server.key")},
         "upstream": {"servers": [f"https://127.0.0.1:{ports['upstream']}"],
@@ -278,7 +284,12 @@ def main() -> int:
                      "client_cert": str(pki / "front-proxy-client.crt"),
                      "client_key": str(pki / "front-proxy-client.key")},
         "authn": {"htpasswd": str(htpasswd)},
-    }))  # fmt: skip
+    }  # fmt: skip
+    (work / "config.yaml").write_text(json.dumps(config))
+    if args.redis:
+        config["listen"]["port"] = ports["shared"]  # type: ignore[index]
+        config["state"] = {"redis": {"url": f"redis://127.0.0.1:{ports['redis']}/0"}}
+        (work / "config-redis.yaml").write_text(json.dumps(config))
     mitm_common = ["--set", "termlog_verbosity=warn", "--set", "flow_detail=0"]
     bare = [str(BIN / "mitmdump"),
             "--mode", f"reverse:https://127.0.0.1:{ports['upstream']}@127.0.0.1:{ports['bare']}",
@@ -296,13 +307,23 @@ def main() -> int:
         "nginx recipe, bcrypt-12": (ports["recipe"], basic("bcrypt-user")),
         "nginx recipe, apr1": (ports["recipe"], basic("apr1-user")),
     }
+    if args.redis:
+        candidates["kube-front-proxy + Redis, bcrypt-12"] = (ports["shared"], basic("bcrypt-user"))
+        candidates["kube-front-proxy + Redis, apr1"] = (ports["shared"], basic("apr1-user"))
     results: dict[str, list[Result]] = {name: [] for name in candidates}
-    with (
-        process(nginx(upstream_conf, work), work / "upstream.out"),
-        process(nginx(recipe_conf, work), work / "recipe.out"),
-        process(bare, work / "bare.out"),
-        process(ours, work / "proxy.out"),
-    ):
+    with ExitStack() as running:
+        running.enter_context(process(nginx(upstream_conf, work), work / "upstream.out"))
+        running.enter_context(process(nginx(recipe_conf, work), work / "recipe.out"))
+        running.enter_context(process(bare, work / "bare.out"))
+        running.enter_context(process(ours, work / "proxy.out"))
+        if args.redis:
+            redis = ["redis-server", "--bind", "127.0.0.1", "--port", str(ports["redis"]),
+                     "--save", "", "--appendonly", "no", "--dir", str(work)]  # fmt: skip
+            running.enter_context(process(redis, work / "redis.out"))
+            shared = [str(BIN / "mitmdump"), "-s", str(REPO / "addon/k8s_auth.py"),
+                      "--set", f"k8s_auth_config={work / 'config-redis.yaml'}",
+                      *mitm_common]  # fmt: skip
+            running.enter_context(process(shared, work / "proxy-redis.out"))
         for port in ports.values():
             wait_port(port)
         cold = [first_request_ms(ports["proxy"], u, "pw", pki / "proxy-ca.crt") for u in cold_users]

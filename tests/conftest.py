@@ -62,7 +62,9 @@ def limited(
 # Tests that start real processes (the emulator, the proxy, kubectl, redis) are end-to-end;
 # the rest are unit tests. `pytest -m unit` runs in seconds; `pytest -m e2e` runs the others.
 _PROCESS_FIXTURES = ("emulator", "proxy", "limited", "redis", "kubectl", "mitmweb", "web")
-_STARTS_PROCESS = re.compile(r"start_proxy|start_emulator|Process\(|subprocess\.|KUBECTL|kubectl\(")
+_STARTS_PROCESS = re.compile(
+    r"start_proxy|start_emulator|Process\(|RedisServer\(|subprocess\.|KUBECTL|kubectl\("
+)
 
 
 _E2E_MODULES = ("test_e2e_", "test_emulator_", "test_load", "test_matrix", "test_healthz")

@@ -9,6 +9,7 @@ the Deployment mounts it.
 from __future__ import annotations
 
 import copy
+import os
 import re
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from kube_front_proxy.config import load_settings
 from kube_front_proxy.runtime import build_runtime
 
 from .support import BIN, KUBECTL, REPO, htpasswd_add
@@ -257,3 +259,76 @@ def test_systemd_unit_verifies_and_is_hardened(tmp_path: Path) -> None:
     exposure = re.search(r"Overall exposure level for .*: ([\d.]+)", security.stdout)
     assert exposure, security.stdout + security.stderr
     assert float(exposure.group(1)) <= 2.0
+
+
+# The optional Redis component (deploy/kubernetes/redis, docs/scale-out.md).
+REDIS_COMPONENT = MANIFESTS / "redis"
+
+
+@pytest.mark.parametrize("name", ["secret-redis.yaml", "redis.yaml", "networkpolicy-redis.yaml"])
+def test_redis_component_manifest_is_valid_for_kubernetes_1_32(name: str) -> None:
+    for document in yaml.safe_load_all((REDIS_COMPONENT / name).read_text()):
+        kubernetes_validate.validate(document, KUBERNETES, strict=True)
+
+
+def render_with_redis(tmp_path: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """The base with the component, as `components: [redis]` in its kustomization renders it."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    base = Path(os.path.relpath(MANIFESTS, overlay))
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump({"resources": [str(base)], "components": [str(base / "redis")]})
+    )
+    out = subprocess.run([KUBECTL, "kustomize", str(overlay)], capture_output=True, text=True,
+                         check=True).stdout  # fmt: skip
+    return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(out)}
+
+
+def test_the_redis_component_gives_the_proxy_redis_and_its_password_from_a_secret(
+    tmp_path: Path,
+) -> None:
+    docs = render_with_redis(tmp_path)
+    for document in docs.values():
+        kubernetes_validate.validate(document, KUBERNETES, strict=True)
+    config_map = docs[("ConfigMap", "kube-front-proxy-config")]["data"]
+    config = yaml.safe_load(config_map["config.yaml"])
+    base = yaml.safe_load(manifest("configmap.yaml")["data"]["config.yaml"])
+    redis = config.pop("state")["redis"]
+    assert config == base  # the component adds state.redis and nothing else
+    assert config_map["users.yaml"] == manifest("configmap.yaml")["data"]["users.yaml"]
+    # The URL names the component's Service and port.
+    service = docs[("Service", "kube-front-proxy-redis")]
+    host_port = redis["url"].removeprefix("redis://").rpartition("/")[0]
+    assert host_port == f"{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
+    # The proxy reads the password from the Secret Redis takes it from.
+    secret = docs[("Secret", "kube-front-proxy-redis")]
+    proxy = docs[("Deployment", "kube-front-proxy")]["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in proxy["volumes"]}
+    (container,) = proxy["containers"]
+    directory, key = redis["password_file"].rsplit("/", 1)
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == directory]
+    assert mount["readOnly"] is True
+    assert volumes[mount["name"]]["secret"]["secretName"] == secret["metadata"]["name"]
+    assert key in secret["stringData"]
+    server = docs[("Deployment", "kube-front-proxy-redis")]["spec"]["template"]["spec"]
+    (redis_container,) = server["containers"]
+    (env,) = redis_container["env"]
+    assert env["valueFrom"]["secretKeyRef"] == {"name": secret["metadata"]["name"], "key": key}
+    assert redis_container["args"][:2] == ["--requirepass", f"$({env['name']})"]
+    # The proxy's own loader takes the section.
+    path = tmp_path / "config.yaml"
+    path.write_text(config_map["config.yaml"])
+    settings = load_settings(path)
+    assert settings.redis is not None and settings.redis.url == redis["url"]
+    # Only the proxy's pods reach Redis.
+    policy = docs[("NetworkPolicy", "kube-front-proxy-redis")]
+    pod = docs[("Deployment", "kube-front-proxy")]["spec"]["template"]["metadata"]["labels"]
+    own = {"kubernetes.io/metadata.name": "kube-front-proxy"}
+    redis_pod = docs[("Deployment", "kube-front-proxy-redis")]["spec"]["template"]["metadata"]
+    assert _selects(policy["spec"]["podSelector"], redis_pod["labels"])
+    assert admitted(policy, "redis", own, pod)
+    assert not admitted(policy, "redis", own, {"app": "other"})
+    assert not admitted(policy, "redis", {"kubernetes.io/metadata.name": "default"}, pod)
+    assert not admitted(policy, "redis", {}, None)
+    # The proxy's own policy does not select the Redis pods.
+    assert not _selects(manifest("networkpolicy.yaml")["spec"]["podSelector"], redis_pod["labels"])

@@ -30,7 +30,7 @@ POLICY = LockoutPolicy()
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     s = RedisServer(tmp_path_factory.mktemp("redis"))
     yield s
     s.stop()
@@ -46,9 +46,9 @@ def settings(
 
 
 @pytest.fixture
-async def shared(server: RedisServer) -> AsyncIterator[SharedState]:
-    server.client().flushall()
-    state = shared_state(settings(server.url), None)
+async def shared(redis_server: RedisServer) -> AsyncIterator[SharedState]:
+    redis_server.client().flushall()
+    state = shared_state(settings(redis_server.url), None)
     assert state is not None
     yield state
     await state.link.close()
@@ -134,11 +134,11 @@ async def test_the_lua_admission_decides_as_the_one_in_memory(shared: SharedStat
 
 
 async def test_a_remembered_login_costs_no_round_trip(
-    shared: SharedState, server: RedisServer
+    shared: SharedState, redis_server: RedisServer
 ) -> None:
     lock = process(shared)
     await guess(lock, "alice", "203.0.113.4")  # a failure: the pair is known here now
-    redis = server.client()
+    redis = redis_server.client()
     before = commands(redis)
     for _ in range(200):
         attempt = await lock.attempt("alice", "198.51.100.1", "right", remembered=True)
@@ -179,13 +179,13 @@ async def test_a_remembered_login_at_a_pair_locked_elsewhere_asks_redis(
 
 
 async def test_keys_expire_when_their_failures_have_drained(
-    shared: SharedState, server: RedisServer
+    shared: SharedState, redis_server: RedisServer
 ) -> None:
     # 86,400 a day: each failure drains in a second.
     fast = LockoutPolicy(per_address=86400, per_user_and_address=86400, per_user=86400,
                          per_address_past_user_budget=86400)  # fmt: skip
     locks = [process(shared, fast) for _ in range(2)]
-    redis = server.client()
+    redis = redis_server.client()
     for i in range(3000):
         assert await guess(locks[i % 2], f"user-{i}", f"203.0.{i // 200}.{i % 200}")
     # An address, a pair and a user per guess, each for a second after its failure.
@@ -199,7 +199,7 @@ async def test_keys_expire_when_their_failures_have_drained(
 
 
 async def test_redis_down_degrades_to_this_process_and_recovers(
-    server: RedisServer, tmp_path: Path
+    redis_server: RedisServer, tmp_path: Path
 ) -> None:
     s = RedisServer(tmp_path / "redis")
     state = shared_state(settings(s.url, timeout=0.3), None)
