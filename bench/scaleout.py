@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Throughput of 1 and of 2 kube-front-proxy processes sharing one port (listen.reuse_port).
 
-    bench/run.sh --scaleout [--rounds 5] [--seconds 8] [--connections 16]
+    bench/run.sh --scaleout [--rounds 5] [--seconds 8] [--connections 16] [--redis]
 
 The same fast upstream and the same wrk load as bench/bench.py (whose pieces this reuses).
 Both setups run side by side, idle while the other is measured: one process on one port, two
 processes with one config on another port. They take turns, round after round, alternating
-which goes first; the table gives medians over rounds and the ratio of the two.
+which goes first; the table gives medians over rounds and the ratio of the two. With --redis,
+every process shares its lock-out counters through one local redis-server (state.redis).
 """
 
 from __future__ import annotations
@@ -40,8 +41,11 @@ from bench import (
 CANDIDATES = {"1 process": 1, "2 processes": 2}
 
 
-def proxy_config(work: Path, pki: Path, port: int, upstream_port: int) -> Path:
+def proxy_config(
+    work: Path, pki: Path, port: int, upstream_port: int, redis_port: int | None
+) -> Path:
     path = work / f"config-{port}.yaml"
+    state = {"redis": {"url": f"redis://127.0.0.1:{redis_port}/0"}} if redis_port else {}
     path.write_text(json.dumps({
         "listen": {"host": "127.0.0.1", "port": port, "reuse_port": True},
         "serving": {"cert": str(pki / "proxy-server.crt"), "key": str(pki / "proxy-server.key")},
@@ -50,6 +54,7 @@ def proxy_config(work: Path, pki: Path, port: int, upstream_port: int) -> Path:
                      "client_cert": str(pki / "front-proxy-client.crt"),
                      "client_key": str(pki / "front-proxy-client.key")},
         "authn": {"htpasswd": str(work / "htpasswd")},
+        "state": state,
     }))  # fmt: skip
     return path
 
@@ -59,6 +64,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--redis", action="store_true", help="share counters through Redis")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="kfp-scaleout-"))
@@ -74,8 +80,14 @@ def main() -> int:
     results: dict[str, list[Result]] = {name: [] for name in CANDIDATES}
     with ExitStack() as stack:
         stack.enter_context(process(nginx(upstream_conf, work), work / "upstream.out"))
+        redis_port = free_port() if args.redis else None
+        if redis_port:
+            redis = ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port),
+                     "--save", "", "--appendonly", "no", "--dir", str(work)]  # fmt: skip
+            stack.enter_context(process(redis, work / "redis.out"))
+            wait_port(redis_port)
         for name, count in CANDIDATES.items():
-            config = proxy_config(work, pki, ports[name], upstream_port)
+            config = proxy_config(work, pki, ports[name], upstream_port, redis_port)
             for i in range(count):
                 stack.enter_context(process(
                     [str(BIN / "mitmdump"), "-s", str(REPO / "addon/k8s_auth.py"),
@@ -96,8 +108,9 @@ def main() -> int:
 
     med = {name: median(rs) for name, rs in results.items()}
     one = med["1 process"]
+    shared = ", counters in Redis" if args.redis else ""
     print(f"\n{args.rounds} rounds x {args.seconds} s, wrk -t1 -c{args.connections}, "
-          f"HTTP/1.1 keep-alive, {user}; medians over rounds\n")  # fmt: skip
+          f"HTTP/1.1 keep-alive, {user}{shared}; medians over rounds\n")  # fmt: skip
     print("| candidate | req/s | p50 ms | p99 ms | vs 1 process | req/s, each round |")
     print("|---|---:|---:|---:|---:|---|")
     for name, m in med.items():

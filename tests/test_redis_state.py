@@ -211,7 +211,7 @@ async def test_redis_down_degrades_to_this_process_and_recovers(
         started = time.monotonic()
         # Counted here meanwhile: 3 more, then refused.
         assert [await guess(lock, "alice", "203.0.113.6") for _ in range(4)] == [True] * 3 + [False]
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 2.0  # refused connections: no waiting
         assert state.link.health.degraded and state.link.health.errors >= 1
         # A stuck Redis (stopped, its port open): no call waits longer than the timeout.
         s.start()
@@ -224,7 +224,8 @@ async def test_redis_down_degrades_to_this_process_and_recovers(
         try:
             started = time.monotonic()
             assert await guess(lock, "bob", "203.0.113.7")
-            assert time.monotonic() - started < 0.3 + 0.2
+            # The timeout (0.3 s), not redis-py's own (5 s, retried).
+            assert time.monotonic() - started < 0.3 + 1.2
             assert state.link.health.degraded
             assert "timeout" in state.link.health.reason
         finally:
