@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from redis import Redis
 
 import devpki
 
@@ -64,6 +65,12 @@ def users_reached(emulator: Emulator, before: int) -> list[str]:
     check of the cluster's trust settings left out)."""
     names = [r["authentication"]["user"]["username"] for r in emulator.requests()[before:]]
     return [name for name in names if not name.startswith("system:kube-front-proxy:")]
+
+
+def evalsha_calls(redis: Redis) -> int:
+    """Scripts Redis ran: one per admission (redis_counters.py)."""
+    stats: dict[str, int] = redis.info("commandstats").get("cmdstat_evalsha", {"calls": 0})
+    return stats["calls"]
 
 
 def get(proxy: Proxy, path: str) -> str:
@@ -137,9 +144,19 @@ def test_redis_killed_mid_run_then_restarted(pki: Path, emulator: Emulator, tmp_
     proxies = start_proxies(pki, users(tmp_path), emulator, 2, state)
     one, two = proxies
     try:
-        # Remembered by both, then Redis dies.
+        # Remembered by both: further logins cost no Redis command; a wrong password, one.
         for proxy in proxies:
             assert send(proxy, "user0", PASSWORDS["user0"], "127.0.9.1") == 200
+        redis = server.client()
+        before = evalsha_calls(redis)
+        for proxy in proxies:
+            assert [send(proxy, "user0", PASSWORDS["user0"], "127.0.9.1") for _ in range(20)] == [
+                200
+            ] * 20
+        assert evalsha_calls(redis) == before
+        assert send(one, "user5", "wrong", "127.0.9.5") == 401
+        assert evalsha_calls(redis) == before + 1
+        # Then Redis dies.
         assert [send(one, "user1", f"g{i}", "127.0.9.2") for i in range(4)] == [401] * 4
         server.kill()
         # Logins go on: remembered ones, new ones, and wrong passwords are counted per
