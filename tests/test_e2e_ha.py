@@ -337,7 +337,7 @@ def test_kubectl_get_watch_ends_quietly_when_its_server_is_killed(pair: Pair) ->
     )  # fmt: skip
     try:
         pair.kill(serving_watch(pair))
-        out, err = kubectl.communicate(timeout=10)
+        out, err = kubectl.communicate(timeout=30)
         # As when kube-apiserver ends a watch: no error, exit 0 (not "unexpected EOF").
         assert (kubectl.returncode, err) == (0, "")
         # The pods and nothing else: a cut stream would add an InternalError Status row.
