@@ -164,10 +164,12 @@ class K8sAuth:
             self._set_limits(runtime)
             self._configure_seam(runtime)
             ctx.options.update(**runtime.mitmproxy_options)
+            redis = runtime.settings.redis
             logger.info(
-                "kube-front-proxy: %s users, forwarding to %s",
+                "kube-front-proxy: %s users, forwarding to %s%s",
                 len(runtime.login.identities),
                 ", ".join(s.url for s in runtime.settings.upstream.servers),
+                f"; lock-out counters shared through {redis.url}" if redis else "",
             )
         elif self.runtime and updated & set(self.runtime.mitmproxy_options):
             self._refuse_changes_to_owned_options(self.runtime)

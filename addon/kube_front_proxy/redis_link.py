@@ -180,5 +180,5 @@ def describe(error: BaseException) -> str:
     password: the client never quotes the AUTH it sent)."""
     if isinstance(error, TimeoutError):
         return "no answer within the timeout"
-    text = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+    text = str(error).strip().splitlines()[0][:200].rstrip(".") if str(error).strip() else ""
     return f"{type(error).__name__}: {text}" if text else type(error).__name__

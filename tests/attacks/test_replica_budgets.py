@@ -172,6 +172,7 @@ def test_redis_killed_mid_run_then_restarted(pki: Path, emulator: Emulator, tmp_
             assert metric(proxy, "kube_front_proxy_shared_state_degraded") == 1
             assert metric(proxy, "kube_front_proxy_shared_state_errors_total") >= 1
         assert "login failures are counted in this process" in one.process.output()
+        assert f"lock-out counters shared through {server.url}" in one.process.output()
         # Back (empty: no persistence): each process pushes what it counted meanwhile, so the
         # pair `one` locked is locked on `two` as well.
         server.start()
