@@ -34,10 +34,19 @@ class H2Response:
 
 class H2Client:
     """One TLS connection that must negotiate `h2`; the client's windows stay at 65,535 bytes
-    (the protocol's default), so a large response exercises the server's flow control."""
+    (the protocol's default), so a large response exercises the server's flow control.
+    `initial_window` sets SETTINGS_INITIAL_WINDOW_SIZE in the preface (0: a reader that reads
+    nothing until `open_window`)."""
 
-    def __init__(self, port: int, context: ssl.SSLContext, server_name: str = "127.0.0.1",
-                 source: str = "127.0.0.1") -> None:  # fmt: skip
+    def __init__(
+        self,
+        port: int,
+        context: ssl.SSLContext,
+        server_name: str = "127.0.0.1",
+        source: str = "127.0.0.1",
+        *,
+        initial_window: int | None = None,
+    ) -> None:
         context.set_alpn_protocols(["h2", "http/1.1"])
         raw = socket.create_connection(("127.0.0.1", port), timeout=30, source_address=(source, 0))
         self.sock = context.wrap_socket(raw, server_hostname=server_name)
@@ -49,6 +58,10 @@ class H2Client:
         # Like Go's client, it keeps receiving the streams up to a GOAWAY's last stream id (h2
         # would close its state machine and refuse their frames).
         self.conn._frame_dispatch_table[GoAwayFrame] = self._receive_goaway_frame
+        if initial_window is not None:
+            self.conn.local_settings.initial_window_size = initial_window
+            # Acknowledged at once, so that the preface carries it (as mitmproxy does).
+            self.conn.local_settings.acknowledge()
         self.conn.initiate_connection()
         self.responses: dict[int, H2Response] = {}
         self.goaway: int | None = None
@@ -101,6 +114,12 @@ class H2Client:
             self.conn.send_data(stream_id, bytes(view[:window]),
                                 end_stream=end_stream and len(view) <= window)  # fmt: skip
             view = view[window:]
+
+    def open_window(self, stream_id: int, size: int) -> None:
+        """Let the server send `size` more bytes on the stream (and on the connection)."""
+        self.conn.increment_flow_control_window(size, stream_id)
+        self.conn.increment_flow_control_window(size)
+        self._flush()
 
     def reset(self, stream_id: int) -> None:
         self.conn.reset_stream(stream_id, ErrorCodes.CANCEL)

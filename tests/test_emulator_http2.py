@@ -16,7 +16,7 @@ from h2.errors import ErrorCodes
 
 from tests.conftest_emulator import kubeadm_config
 from tests.emulator import EmulatorServer, http2
-from tests.emulator.api import API, FakePod
+from tests.emulator.api import API, CHATTY_LINE, FakePod
 
 from .h2client import H2Client
 
@@ -147,6 +147,25 @@ def test_a_40_mb_list_streams_within_the_clients_flow_control_windows(pki: Path)
     assert len(response.data) > 40 * 1024 * 1024
     items = json.loads(response.data)["items"]
     assert [p["metadata"]["name"] for p in items] == [p.name for p in pods]
+
+
+def test_a_chatty_log_is_made_as_the_client_reads_it(pki: Path) -> None:
+    with EmulatorServer(kubeadm_config(pki, chatty_log_bytes=4 * 1024 * 1024)) as server:
+        client = H2Client(server.port, proxy_context(pki), initial_window=0)
+        try:
+            stream = client.request("GET", f"{PODS}/nginx-1/log", ALICE)
+            client.wait(lambda: bool(client.responses[stream].headers))
+            opened = time.time_ns()
+            client.open_window(stream, 1024 * 1024)
+            response = client.response(stream)
+        finally:
+            client.close()
+    lines = response.data.splitlines(keepends=True)
+    assert lines[1].endswith(b" nginx-1 ready\n")
+    chatty = [CHATTY_LINE.fullmatch(line) for line in lines[2:]]
+    assert [int(m["seq"]) for m in chatty if m] == list(range(256))  # 4 MiB of 16 KiB lines
+    # Made as the window allowed: at most the server's 1 MiB of queue before it opened.
+    assert sum(1 for m in chatty if m and int(m["sent"]) < opened) <= 65
 
 
 def test_watch_and_followed_logs_arrive_as_data_frames_until_the_client_resets(

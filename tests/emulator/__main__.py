@@ -161,6 +161,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--idle-timeout", type=_duration, default=90.0, metavar="DURATION",
         help="test control: kube-apiserver's hard-coded 90s keep-alive idle timeout",
     )  # fmt: skip
+    p.add_argument(
+        "--chatty-log-bytes", type=int, default=0, metavar="BYTES",
+        help="every pod's log goes on with this many bytes of stamped 16 KiB lines (default 0)",
+    )  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="no per-request lines on stderr")
     return p.parse_args(argv)
 
@@ -192,6 +196,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         shutdown_delay_duration=args.shutdown_delay_duration,
         request_timeout=args.request_timeout,
         idle_timeout=args.idle_timeout,
+        chatty_log_bytes=args.chatty_log_bytes,
     )
 
 

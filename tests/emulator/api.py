@@ -11,7 +11,8 @@ Everything here is pure: a parsed request plus the authenticated user in, a resp
   shortened list of checks; `shutdown` fails while the server is told it is not ready.
 - Discovery documents, `/version`, pods and namespaces (`meta.k8s.io/v1` Table when asked, as
   `kubectl get` does), pod watches (with a MODIFIED event every `watch_event_interval` seconds
-  when asked: `_watch_stream`), and `SelfSubjectReview` create
+  when asked: `_watch_stream`), pod logs (with `chatty_log_bytes` more of them when asked:
+  `chatty_log`), and `SelfSubjectReview` create
   (`k8s.io/kubernetes pkg/registry/authentication/selfsubjectreview/rest.go`), and the
   ConfigMap `kube-system/extension-apiserver-authentication` (`clustertrust.py`).
 """
@@ -24,7 +25,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -509,9 +510,11 @@ class API:
         ready: Callable[[], bool] = lambda: True,
         now: datetime.datetime | None = None,
         watch_event_interval: float = 0.0,
+        chatty_log_bytes: int = 0,
     ) -> None:
         """`configmaps`: (namespace, name) -> data; `ready`: asked on every /readyz;
-        `watch_event_interval`: seconds between a pod watch's MODIFIED events (0: none)."""
+        `watch_event_interval`: seconds between a pod watch's MODIFIED events (0: none);
+        `chatty_log_bytes`: what every pod's log carries after its own lines (`chatty_log`)."""
         self.server_address = server_address
         self.pods = list(pods)
         self.namespaces = list(namespaces)
@@ -523,6 +526,7 @@ class API:
         self.started = (now or datetime.datetime.now(datetime.UTC)).replace(microsecond=0)
         self.resource_version = 1000
         self.watch_event_interval = watch_event_interval
+        self.chatty_log_bytes = chatty_log_bytes
         # Every emulated modification takes the next resourceVersion, across all watches, as
         # writes to etcd do; lists keep answering the fixed objects at `resource_version`.
         self._modifications = itertools.count(self.resource_version + 1)
@@ -896,9 +900,12 @@ class API:
         ]
         follow = (req.query.get("follow") or ["false"])[0].lower() == "true"
         headers = [("Content-Type", TEXT)]
+        if self.chatty_log_bytes:
+            chatty = chatty_log(pod.name, self.chatty_log_bytes)
+            return Response(200, headers, b"", stream=_log(lines, chatty, follow))
         if not follow:
             return Response(200, headers, "".join(lines).encode())
-        return Response(200, headers, b"", stream=_follow_log(lines))
+        return Response(200, headers, b"", stream=_log(lines, (), follow))
 
     def _pod_proxy(self, req: Request, info: RequestInfo) -> Response:
         """`pods/NAME[:PORT]/proxy/PATH`: the request goes to the pod's port (80 by default) and
@@ -1195,7 +1202,24 @@ def _watch_event(event_type: str, obj: dict[str, Any]) -> bytes:
     return gojson.encode({"type": event_type, "object": obj})
 
 
-def _follow_log(lines: list[str]) -> Iterator[StreamItem]:
+def _log(lines: list[str], more: Iterable[bytes], follow: bool) -> Iterator[StreamItem]:
     for line in lines:
         yield line.encode()
-    yield Hold()
+    yield from more
+    if follow:
+        yield Hold()
+
+
+CHATTY_LINE_BYTES = 16 * 1024
+CHATTY_LINE = re.compile(rb"\S+ (?P<pod>\S+) chatty line (?P<seq>\d+) sent-at (?P<sent>\d+) x*\n")
+
+
+def chatty_log(pod: str, size: int) -> Iterator[bytes]:
+    """A chatty container's log: `size` bytes (rounded up to whole lines) of 16 KiB lines, each
+    with its sequence number and the time it was made (Unix nanoseconds, just before it is
+    written), so a reader can tell how much the server had written by a given time."""
+    for seq in range((size + CHATTY_LINE_BYTES - 1) // CHATTY_LINE_BYTES):
+        now = time.time_ns()
+        stamp = _rfc3339(datetime.datetime.fromtimestamp(now / 1e9, datetime.UTC))
+        head = f"{stamp} {pod} chatty line {seq} sent-at {now} ".encode()
+        yield head + b"x" * (CHATTY_LINE_BYTES - len(head) - 1) + b"\n"

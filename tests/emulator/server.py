@@ -120,6 +120,8 @@ class EmulatorConfig:
     disable_http2: bool = False
     # Test control, not Kubernetes: seconds between the MODIFIED events of a pod watch (0: none).
     watch_event_interval: float = 0.0
+    # Test control, not Kubernetes: bytes of 16 KiB lines added to every pod's log (0: none).
+    chatty_log_bytes: int = 0
     goaway_chance: float = 0.0
     shutdown_delay_duration: float = 0.0
     # secure_serving.go's IdleTimeout, hard-coded there (90 s); a test control here.
@@ -264,6 +266,7 @@ class EmulatorServer:
                 authorizer=self.authorizer,
                 ready=lambda: self.faults.ready() and not self._shutdown_initiated.is_set(),
                 watch_event_interval=self.config.watch_event_interval,
+                chatty_log_bytes=self.config.chatty_log_bytes,
             )
         thread = threading.Thread(target=self._accept_loop, name="emulator-accept", daemon=True)
         thread.start()
