@@ -42,6 +42,7 @@ from .seam import (
     default_addons,
     dumper_lines,
     error_pages,
+    h2_client_frames,
     h2_goaway,
     http1_framing,
     http1_trailers,
@@ -122,6 +123,7 @@ class K8sAuth:
         dumper_lines.install()
         rapid_reset.install()
         h2_goaway.install()
+        h2_client_frames.install()
         upstream_failures.install()
         upstream_send.install()
         close_connection.install()
