@@ -43,6 +43,7 @@ from .seam import (
     dumper_lines,
     error_pages,
     h2_client_frames,
+    h2_flow_control,
     h2_goaway,
     http1_framing,
     http1_trailers,
@@ -124,6 +125,7 @@ class K8sAuth:
         rapid_reset.install()
         h2_goaway.install()
         h2_client_frames.install()
+        h2_flow_control.install()
         upstream_failures.install()
         upstream_send.install()
         close_connection.install()
@@ -298,6 +300,8 @@ class K8sAuth:
                 max_request_body_bytes=s.max_request_body_bytes,
                 max_websocket_message_bytes=s.max_websocket_message_bytes,
                 http2_resets_per_minute=s.http2_resets_per_minute,
+                http2_stream_buffer_bytes=s.http2_stream_buffer_bytes,
+                http2_connection_buffer_bytes=s.http2_connection_buffer_bytes,
                 message_log=self.message_log,
                 retry=runtime.router,
                 upstream_token=token,

@@ -142,6 +142,8 @@ class Settings:
     handshake_timeout: int = 10
     request_header_timeout: int = 10
     keepalive_timeout: int = 90
+    http2_stream_buffer_bytes: int = 1024 * 1024
+    http2_connection_buffer_bytes: int = 8 * 1024 * 1024
     # state.redis: counters shared by every process using the same Redis and key prefix.
     redis: RedisSettings | None = None
 
@@ -242,6 +244,7 @@ def load_settings(path: Path) -> Settings:
     max_request_head_bytes, max_request_body_bytes, max_websocket_message_bytes = _limits(limits)
     http2_resets_per_minute = _http2_resets(limits)
     handshake_timeout, request_header_timeout, keepalive_timeout = _client_timeouts(limits)
+    http2_stream_buffer_bytes, http2_connection_buffer_bytes = _http2_buffers(limits)
     limits.finish()
 
     state = root.section("state")
@@ -288,6 +291,8 @@ def load_settings(path: Path) -> Settings:
         request_header_timeout=request_header_timeout,
         keepalive_timeout=keepalive_timeout,
         redis=redis,
+        http2_stream_buffer_bytes=http2_stream_buffer_bytes,
+        http2_connection_buffer_bytes=http2_connection_buffer_bytes,
     )
 
 
@@ -297,6 +302,25 @@ def _response_timeout(section: Section) -> int:
     if seconds < 0:
         raise section.error("response_timeout_seconds", "must be 0 (no limit) or more")
     return seconds
+
+
+def _http2_buffers(section: Section) -> tuple[int, int]:
+    """What an HTTP/2 client that reads slowly makes the proxy hold of responses, in bytes: per
+    stream (the upstream's HTTP/2 window) and per connection (seam/h2_flow_control.py).
+
+    At least 64 KiB, HTTP/2's default window (a smaller one would refuse data sent before the
+    upstream saw it); at most 2 GiB - 1, the largest window.
+    """
+    stream_kb = section.integer("http2_stream_buffer_kb", 1024)
+    connection_kb = section.integer("http2_connection_buffer_kb", 8192)
+    largest = (2**31 - 1) // 1024
+    if not 64 <= stream_kb <= largest:
+        raise section.error("http2_stream_buffer_kb", f"must be between 64 and {largest}")
+    if not stream_kb <= connection_kb <= largest:
+        raise section.error(
+            "http2_connection_buffer_kb", f"must be between http2_stream_buffer_kb and {largest}"
+        )
+    return stream_kb * 1024, connection_kb * 1024
 
 
 def _limits(section: Section) -> tuple[int, int, int]:

@@ -172,6 +172,10 @@ class Policy:
     max_websocket_message_bytes: int = 1
     # rapid_reset.py: each client connection's budget of RST_STREAM frames.
     http2_resets_per_minute: int = 1
+    # h2_flow_control.py: what an HTTP/2 client that reads slowly makes the proxy hold of
+    # responses, per stream and per connection (HTTP/2's default window until configured).
+    http2_stream_buffer_bytes: int = 65535
+    http2_connection_buffer_bytes: int = 65535
     # websocket_relay.py, dumper_lines.py: the per-session allowance of log lines.
     message_log: MessageLog = field(default_factory=MessageLog)
     # upstream_retry.py: None sends nothing again (mitmproxy's own handling).

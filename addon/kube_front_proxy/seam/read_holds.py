@@ -8,17 +8,22 @@ before and then waits while the connection is held:
 
 - `holds`: the client's read loop only (a request head being decided, body_after_login.py);
 - `session_holds`: every read loop of the connection, the client's and the API server's (an
-  upgraded session's message hook in flight, upgraded_backpressure.py).
+  upgraded session's message hook in flight, upgraded_backpressure.py);
+- `upstream_holds`: the read loop of one API server connection (an HTTP/1.1 response while its
+  HTTP/2 client queues too much of it, h2_flow_control.py).
 
-Holds are counted per client connection id and nest.
+`holds` and `session_holds` are counted per client connection id and nest; `upstream_holds` is
+on or off per connection, and forgotten with it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections import Counter
 from typing import Any
 
+from mitmproxy.connection import Connection
 from mitmproxy.proxy.server import ConnectionHandler
 
 from . import pin, replace
@@ -50,8 +55,38 @@ class ReadHolds:
             await self._released.setdefault(client_id, asyncio.Event()).wait()
 
 
+class ConnectionHolds:
+    """Single connections whose read loop is not to run for now."""
+
+    def __init__(self) -> None:
+        self._held: weakref.WeakKeyDictionary[Connection, asyncio.Event] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def hold(self, connection: Connection, held: bool) -> None:
+        released = self._held.get(connection)
+        if held and released is None:
+            self._held[connection] = asyncio.Event()
+        elif not held and released is not None:
+            del self._held[connection]
+            released.set()
+
+    async def wait(self, handler: ConnectionHandler) -> None:
+        """Wait while the connection the current task reads is held."""
+        if not self._held:
+            return
+        task = asyncio.current_task()
+        for connection, io in list(handler.transports.items()):
+            if io.handler is task:
+                released = self._held.get(connection)
+                if released is not None:
+                    await released.wait()
+                return
+
+
 holds = ReadHolds()
 session_holds = ReadHolds()
+upstream_holds = ConnectionHolds()
 
 
 def install() -> None:
@@ -84,3 +119,4 @@ async def _drain_writers(self: ConnectionHandler) -> None:
         io = self.transports.get(self.client)
         if io is not None and io.handler is asyncio.current_task():
             await holds.wait(client_id)
+    await upstream_holds.wait(self)
