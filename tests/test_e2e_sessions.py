@@ -130,14 +130,19 @@ def asciinema_read(path: Path) -> tuple[dict[str, Any], list[list[Any]]]:
         return cast.v2_header, list(cast.events())
 
 
-def asciinema_cat(path: Path) -> bytes:
-    """What `asciinema cat FILE` prints: the session's output as the user's terminal got it."""
+def asciinema(*args: str) -> bytes:
+    """What asciinema prints (no terminal: `cat` and `play` write the output events raw)."""
     result = subprocess.run(
-        [str(BIN / "asciinema"), "cat", str(path)],
+        [str(BIN / "asciinema"), *args],
         capture_output=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def asciinema_cat(path: Path) -> bytes:
+    """What `asciinema cat FILE` prints: the session's output as the user's terminal got it."""
+    return asciinema("cat", str(path))
 
 
 def text(events: list[list[Any]], code: str) -> str:
@@ -183,6 +188,9 @@ def test_exec_it_is_recorded_as_the_user_saw_it(recorded: Recorded, protocol: st
     assert [e[2] for e in events if e[1] == "r"] == [f"{COLS}x{ROWS}", f"{COLS + 20}x{ROWS + 10}"]
     assert [e[0] for e in events] == sorted(e[0] for e in events)
     assert asciinema_cat(path) == output
+    # Replayed in time (idle gaps cut to 0.1 s): the same output; the keys typed, on their own.
+    assert asciinema("play", "-i", "0.1", str(path)) == output
+    assert asciinema("play", "-i", "0.1", "--stream", "i", str(path)) == b"hello\r\x04"
     assert_named_by_its_audit_event(recorded, path, "exec")
 
 
