@@ -362,6 +362,15 @@ def test_no_upgrade_no_file(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == [] and len(sessions) == 0
 
 
+def test_a_request_whose_client_left_before_its_answer_leaves_no_file(tmp_path: Path) -> None:
+    sessions = Sessions(tmp_path)
+    flow = exec_flow()
+    sessions.request(flow)
+    assert list(tmp_path.iterdir())
+    assert sessions.disconnected(flow.client_conn.id) == {}
+    assert list(tmp_path.iterdir()) == [] and len(sessions) == 0
+
+
 def test_an_unwritable_directory_is_counted_and_refused_only_when_required(tmp_path: Path) -> None:
     blocked = tmp_path / "file"
     blocked.write_text("")

@@ -594,7 +594,7 @@ class K8sAuth:
         self.deadlines.forget(client.id)
         self.peer_chains.forget(client.id)
         if self.sessions.enabled:
-            self.recorder.annotate_upgraded(client.id, self.sessions.end(client.id))
+            self.recorder.annotate_upgraded(client.id, self.sessions.disconnected(client.id))
         if self.recorder.enabled:
             self.recorder.connection_closed(client)
 

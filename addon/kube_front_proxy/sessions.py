@@ -114,6 +114,7 @@ class Session:
 
     request: SessionRequest
     comment: str
+    client_id: str
     recording: Recording | None = None
     error: str = ""
     started: float = field(default_factory=time.monotonic)
@@ -219,7 +220,7 @@ class Sessions:
         if request is None:
             return NOTHING
         user = str(flow.metadata.get("k8s_user", ""))
-        session = Session(request, flow.comment)
+        session = Session(request, flow.comment, flow.client_conn.id)
         annotations = {}
         if request.verb in RECORDED:
             audit_id = str(flow.metadata.get("k8s_audit_id", ""))
@@ -254,8 +255,7 @@ class Sessions:
             return
         response = flow.response
         if response is None or response.status_code != 101:
-            if session.recording:
-                session.recording.cast.discard()
+            _discard(session)
             return
         if flow.websocket is not None:
             protocol = response.headers.get("sec-websocket-protocol", "")
@@ -275,8 +275,8 @@ class Sessions:
     def failed(self, flow: http.HTTPFlow) -> None:
         """The request failed before an answer: no session."""
         session = self._opening.pop(flow.id, None)
-        if session and session.recording:
-            session.recording.cast.discard()
+        if session:
+            _discard(session)
 
     # -- the upgraded connection --------------------------------------------------------------
 
@@ -313,11 +313,20 @@ class Sessions:
         self._finish(client_id, session)
         return session.annotations()
 
+    def disconnected(self, client_id: str) -> dict[str, str]:
+        """The client connection is gone: its session ends, and a request of it still waiting
+        for its answer (which mitmproxy may never report) leaves no file behind."""
+        if self._opening:
+            for flow_id, session in list(self._opening.items()):
+                if session.client_id == client_id:
+                    del self._opening[flow_id]
+                    _discard(session)
+        return self.end(client_id)
+
     def close_all(self) -> None:
         """Shutting down: every file closed with what is known."""
         for session in self._opening.values():
-            if session.recording:
-                session.recording.cast.discard()
+            _discard(session)
         self._opening.clear()
         for client_id in list(self._open):
             self.end(client_id)
@@ -385,6 +394,13 @@ def _own_fields(audit_id: str, user: str, request: SessionRequest) -> dict[str, 
         "tty": request.tty,
         "started": micro_time(time.time()),
     }
+
+
+def _discard(session: Session) -> None:
+    """No session took place: no file either."""
+    if session.recording:
+        session.recording.cast.discard()
+        session.recording = None
 
 
 def _note_protocol(session: Session, protocol: str) -> None:
