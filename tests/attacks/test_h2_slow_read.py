@@ -25,7 +25,7 @@ from tests.emulator.api import CHATTY_LINE, CHATTY_LINE_BYTES
 
 from ..e2e import Emulator, Proxy, basic_header, password_of, start_emulator, start_proxy_for
 from ..h2client import H2Client
-from ..support import rss_mib
+from ..support import rss_mib, running
 
 LOG_BYTES = 320 * 1024 * 1024
 LOG_PATH = "/api/v1/namespaces/default/pods/nginx-1/log"
@@ -46,10 +46,10 @@ def chatty(
     if request.param == "http/1.1":
         flags.append("--disable-http2")
     emulator = start_emulator(pki, tmp_path_factory.mktemp("emulator"), *flags)
-    proxy = start_proxy_for(pki, tmp_path_factory.mktemp("proxy"), emulator.port)
-    yield emulator, proxy
-    proxy.process.stop()
-    emulator.process.stop()
+    with running(emulator.process):
+        proxy = start_proxy_for(pki, tmp_path_factory.mktemp("proxy"), emulator.port)
+        with running(proxy.process):
+            yield emulator, proxy
 
 
 def _client(proxy: Proxy, initial_window: int | None = None) -> H2Client:
