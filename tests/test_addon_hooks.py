@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow
 
 from kube_front_proxy.addon import K8sAuth
+from kube_front_proxy.trust_gate import CLIENT_MESSAGE
 
 from .support import htpasswd_add, proxy_config, write_yaml
 
@@ -29,7 +31,9 @@ UNAUTHORIZED = (
 def addon(tmp_path: Path, pki: Path) -> Iterator[K8sAuth]:
     htpasswd_add(tmp_path / "htpasswd", "alice", "alice-pw", "apr1")
     write_yaml(tmp_path / "users.yaml", {"users": {"alice": {"groups": ["dev"]}}})
-    config = write_yaml(tmp_path / "config.yaml", proxy_config(pki, 6443, 18443))
+    # No API server here for the cluster trust check (trust_gate.py): the gate is tested below.
+    settings = proxy_config(pki, 6443, 18443, upstream={"check_cluster_trust": False})
+    config = write_yaml(tmp_path / "config.yaml", settings)
     k8s_auth = K8sAuth()
     with taddons.context(Proxyserver(), Block(), k8s_auth) as tctx:
         tctx.configure(k8s_auth, k8s_auth_config=str(config))
@@ -68,6 +72,20 @@ async def test_login_sets_identity_and_strips_spoofing(addon: K8sAuth) -> None:
         "k8s_authenticator": "htpasswd",
     }
     assert flow.comment == "user alice"
+
+
+async def test_nothing_is_served_while_the_trust_gate_is_closed(addon: K8sAuth) -> None:
+    addon.trust.wait_for_check()
+    flow = request(addon, basic("alice", "alice-pw"), ("Accept", "*/*"))
+    await addon.requestheaders(flow)
+    assert flow.response and flow.response.status_code == 503
+    assert json.loads(flow.response.content or b"")["message"] == CLIENT_MESSAGE
+    assert flow.request.headers.fields == ((b"Accept", b"*/*"),)  # the password is gone
+    assert "k8s_user" not in flow.metadata
+    addon.trust.open()
+    flow = request(addon, basic("alice", "alice-pw"))
+    await addon.requestheaders(flow)
+    assert flow.response is None and flow.metadata["k8s_user"] == "alice"
 
 
 @pytest.mark.parametrize(

@@ -144,8 +144,8 @@ def test_configmap_config_loads_with_the_files_where_the_deployment_mounts_them(
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert (s.listen_host, s.listen_port) == ("0.0.0.0", ports["https"])
     assert s.metrics_listen == ("0.0.0.0", ports["metrics"])
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        assert c[probe]["httpGet"] == {"path": path, "port": "metrics"}
     assert sorted(runtime.login.identities) == ["alice", "bob"]
     # What the proxy writes goes to the two writable emptyDir mounts; the rest is read-only.
     writable = {m["mountPath"] for m in c["volumeMounts"] if not m.get("readOnly")}

@@ -1,6 +1,7 @@
 """End to end: at start-up the proxy reads kube-system/extension-apiserver-authentication from
 the API server (the emulator publishes it from its flags, as kube-apiserver does) and logs each
-mismatch with its own settings; it serves requests whatever the outcome."""
+difference with its own settings. It serves only when none would cost users their identity
+(trust_gate.py); tests/attacks/test_identity_config.py attacks the rest."""
 
 from __future__ import annotations
 
@@ -13,12 +14,23 @@ import pytest
 from .e2e import Emulator, Proxy, start_emulator, start_proxy_for
 from .support import Process
 
-TRUST_LINE = re.compile(r"^\[[\d:.]+\] (kube-front-proxy: (?:cluster trust|the cluster trust).*)$")
+TRUST_LINE = re.compile(
+    r"^\[[\d:.]+\] (kube-front-proxy: (?:cluster trust|the cluster trust|not serving).*)$"
+)
 MATCHED = (
     "kube-front-proxy: cluster trust checked on 127.0.0.1:{port}: the identity headers and the "
     "front-proxy certificate match kube-system/extension-apiserver-authentication"
 )
-UNSTRIPPED = "which the proxy does not strip, so a client could set it"
+UNLISTED = "does not list: stripped from client requests anyway"
+SERVING = (
+    "kube-front-proxy: cluster trust checked on 127.0.0.1:{port}: nothing above costs users "
+    "their identity; serving"
+)
+NOT_SERVING = (
+    "kube-front-proxy: not serving: every request gets 503 until the cluster trust check "
+    "passes (retried every 10 s; upstream.check_cluster_trust: false turns the check off)"
+)
+REFUSED = "the proxy is not serving: it cannot confirm that the Kubernetes API server reads"
 
 
 def trust_lines(proxy: Proxy, emulator: Emulator) -> list[str]:
@@ -50,10 +62,11 @@ def run(pki: Path, workdir: Path, *flags: str) -> tuple[Emulator, Proxy]:
              "--requestheader-group-headers", "X-Remote-Group,X-Group-2"],
             ["kube-front-proxy: cluster trust: identity.username_headers is [X-Remote-User] but "
              "the API server reads --requestheader-username-headers [X-Remote-User, X-Other]: "
-             f"the API server reads X-Other, {UNSTRIPPED}",
+             f"the API server also reads X-Other, which identity.username_headers {UNLISTED}",
              "kube-front-proxy: cluster trust: identity.group_headers is [X-Remote-Group] but "
              "the API server reads --requestheader-group-headers [X-Remote-Group, X-Group-2]: "
-             f"the API server reads X-Group-2, {UNSTRIPPED}"],
+             f"the API server also reads X-Group-2, which identity.group_headers {UNLISTED}",
+             SERVING],
             "alice",
         ),
         (
@@ -62,13 +75,13 @@ def run(pki: Path, workdir: Path, *flags: str) -> tuple[Emulator, Proxy]:
              "take the proxy for a front proxy (401): upstream.client_cert is not signed by its "
              "--requestheader-client-ca-file, its CN is not in --requestheader-allowed-names, or "
              "--requestheader-username-headers does not list identity.username_headers[0] "
-             "X-Remote-User; requests through the proxy will get 401 too"],
+             "X-Remote-User", NOT_SERVING],
             None,
         ),
     ],
-    ids=["matching", "headers-the-proxy-lets-through", "username-header-not-read"],
+    ids=["matching", "names-the-config-does-not-list", "username-header-not-read"],
 )  # fmt: skip
-def test_the_proxy_logs_what_differs_and_serves(
+def test_the_proxy_logs_what_differs_and_serves_only_if_users_keep_their_identity(
     pki: Path, tmp_path: Path, flags: list[str], expected: list[str], user: str | None
 ) -> None:
     emulator, proxy = run(pki, tmp_path, *flags)
@@ -82,9 +95,9 @@ def test_the_proxy_logs_what_differs_and_serves(
         if user:
             assert (result.returncode, result.stdout) == (0, user), result.stderr
         else:
-            # Served: the API server's own 401 for the user, as the warning said.
-            assert "Unauthorized" in result.stderr
-            assert emulator.requests()[-1]["path"].endswith("/selfsubjectreviews")
+            # Not served: the proxy's own 503, and nothing reaches the API server.
+            assert REFUSED in result.stderr, result.stderr
+            assert emulator.requests() == check
     finally:
         proxy.process.stop()
         emulator.process.stop()
@@ -96,7 +109,7 @@ def test_another_allowed_name_where_the_client_ca_trusts_the_proxy_too(
     """Front-proxy CA also in --client-ca-file: the proxy's certificate, refused as a front
     proxy, logs in as plain user front-proxy-client (x509.go's verifySubject fails, then the
     x509 authenticator takes it), so the check can read the ConfigMap and name the CN. Every
-    request is then that user: the identity headers are ignored."""
+    request would be that user, the identity headers ignored: the proxy does not serve."""
     bundle = tmp_path / "client-cas.crt"
     bundle.write_bytes((pki / "ca.crt").read_bytes() + (pki / "front-proxy-ca.crt").read_bytes())
     # Not start_emulator: its --requestheader-allowed-names front-proxy-client cannot be undone.
@@ -120,10 +133,11 @@ def test_another_allowed_name_where_the_client_ca_trusts_the_proxy_too(
     try:
         assert trust_lines(proxy, emulator) == [
             "kube-front-proxy: cluster trust: upstream.client_cert has CN front-proxy-client but "
-            "the API server's --requestheader-allowed-names is [aggregator]"
+            "the API server's --requestheader-allowed-names is [aggregator]",
+            NOT_SERVING,
         ]
         result = proxy.kubectl("auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
-        assert (result.returncode, result.stdout) == (0, "front-proxy-client"), result.stderr
+        assert REFUSED in result.stderr, result.stderr
     finally:
         proxy.process.stop()
         process.stop()

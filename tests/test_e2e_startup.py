@@ -93,6 +93,9 @@ def test_upstream_that_fails_verification_is_a_502_without_internals(
     if "ca" in upstream:
         upstream = {"ca": str(pki / upstream["ca"])}
     before = len(emulator.requests())
+    # The request path's own failure: with the cluster trust check on, the proxy would not
+    # serve at all (503, tests/attacks/test_identity_config.py).
+    upstream = {**upstream, "check_cluster_trust": False}
     proxy = start_proxy_for(pki, tmp_path, emulator.port, upstream=upstream)
     try:
         result = proxy.kubectl("get", "pods")
@@ -114,8 +117,11 @@ def test_upstream_that_fails_verification_is_a_502_without_internals(
     assert re.search(r"(?i)certificate verify failed|hostname mismatch", proxy.process.output())
 
 
+NO_TRUST_CHECK = {"check_cluster_trust": False}  # else a 503 before any request is tried
+
+
 def test_unreachable_upstream_is_a_502_status(pki: Path, tmp_path: Path) -> None:
-    proxy = start_proxy_for(pki, tmp_path, free_port())
+    proxy = start_proxy_for(pki, tmp_path, free_port(), upstream=NO_TRUST_CHECK)
     try:
         status, _, body = proxy.raw("GET", "/api", [basic_header("alice", password_of("alice"))])
     finally:
@@ -125,7 +131,7 @@ def test_unreachable_upstream_is_a_502_status(pki: Path, tmp_path: Path) -> None
 
 
 def test_unreachable_upstream_over_http2_is_a_json_status(pki: Path, tmp_path: Path) -> None:
-    proxy = start_proxy_for(pki, tmp_path, free_port())
+    proxy = start_proxy_for(pki, tmp_path, free_port(), upstream=NO_TRUST_CHECK)
     client = H2Client(proxy.port, ssl.create_default_context(cafile=str(pki / "proxy-ca.crt")))
     try:
         stream = client.request(

@@ -65,7 +65,9 @@ def apiserver(pki: Path, api: API) -> Iterator[EmulatorServer]:
 def tty_proxy(
     pki: Path, apiserver: EmulatorServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Proxy]:
-    p = start_proxy_for(pki, tmp_path_factory.mktemp("proxy"), apiserver.port)
+    # This API (tests.emulator.api.API) serves no kube-system ConfigMap: no trust check.
+    p = start_proxy_for(pki, tmp_path_factory.mktemp("proxy"), apiserver.port,
+                        upstream={"check_cluster_trust": False})  # fmt: skip
     yield p
     p.process.stop()
 

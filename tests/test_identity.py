@@ -75,13 +75,14 @@ def test_custom_header_names_are_stripped_and_used() -> None:
             (b"X-AUTH-USER", b"admin"),
             (b"x-auth-groups", b"system:masters"),
             (b"x-more-scopes", b"all"),
-            # Not configured here, so not identity for this API server: passed through.
+            # Not configured here, but kube-apiserver's defaults: stripped all the same.
             (b"X-Remote-User", b"someone"),
+            (b"x-remote-uid", b"0"),
+            (b"X-Remote-Extra-Scopes", b"all"),
         ],
         names,
     )
     assert out == [
-        (b"X-Remote-User", b"someone"),
         (b"X-Auth-User", b"alice"),
         (b"X-Auth-Groups", b"developers"),
         (b"X-Auth-Groups", b"a,b"),
@@ -112,3 +113,12 @@ def test_is_token() -> None:
     assert not is_token("X Remote")
     assert not is_token("")
     assert not is_token("X-Remote-User:")
+
+
+def test_names_the_api_server_reads_are_stripped_once_known() -> None:
+    writer = IdentityHeaderWriter(HeaderNames())
+    assert not writer.is_identity_header(b"X-Group-2")
+    writer.strip_also(HeaderNames(("X-User-2",), ("x-group-2",), ("X-Acme-",), ("X-Uid-2",)))
+    for name in (b"x-user-2", b"X-GROUP-2", b"X-Acme-scopes", b"x-uid-2", b"X-Remote-User"):
+        assert writer.is_identity_header(name), name
+    assert not writer.is_identity_header(b"X-Acme")

@@ -39,6 +39,15 @@ POLICY = [
     {"group": "developers", "namespace": "*", "resource": "pods", "apiGroup": "", "readonly": True},
     {"user": "*", "resource": "selfsubjectreviews", "apiGroup": "authentication.k8s.io"},
     {"user": "*", "nonResourcePath": "*", "readonly": True},
+    # The front-proxy mode's cluster trust check (kubeadm's extension-apiserver-authentication-
+    # reader, as the README says to bind it): without it that proxy would not serve.
+    {
+        "user": "system:kube-front-proxy:cluster-trust",
+        "namespace": "kube-system",
+        "resource": "configmaps",
+        "apiGroup": "",
+        "readonly": True,
+    },
 ]
 SSR = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
 

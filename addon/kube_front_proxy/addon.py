@@ -26,7 +26,7 @@ from .connection_limits import ConnectionLimits
 from .errors import ConfigError
 from .flow_labels import label
 from .header_hygiene import malformed_head, to_origin_form
-from .identity import asks_to_impersonate
+from .identity import HeaderNames, asks_to_impersonate
 from .message_log import MessageLog, describe
 from .metrics import Metrics
 from .peer_certificates import NO_CHAIN, PeerChain, PeerChains, proven_chain
@@ -63,6 +63,13 @@ from .sessions import Sessions
 from .shared_state import retire
 from .status import status_response, too_many_requests, unauthorized
 from .streaming import forget_relayed, must_stream
+from .trust_gate import (
+    CLIENT_MESSAGE,
+    RETRY_SECONDS,
+    TrustGate,
+    check_once,
+    check_until_passed,
+)
 from .upstream_timeout import UpstreamTimeouts
 from .upstreams import check_forever
 from .vouched import ledger
@@ -83,6 +90,7 @@ class K8sAuth:
         self._reloader: asyncio.Task[None] | None = None
         self._health_checker: asyncio.Task[None] | None = None
         self._trust_checker: asyncio.Task[None] | None = None
+        self.trust = TrustGate()
         # The audit log and the metrics outlive reloads: they need a restart to change.
         self.recorder = Recorder(None, None)
         self.sessions = Sessions(None)
@@ -163,6 +171,8 @@ class K8sAuth:
                 self._use_runtime(runtime)
                 return
             self.runtime = runtime
+            if runtime.trust_check:
+                self.trust.wait_for_check()
             self._mode = ProxyMode.parse(runtime.mode)
             self._start_recorder(runtime)
             self._set_limits(runtime)
@@ -216,11 +226,12 @@ class K8sAuth:
         logger.debug("kube-front-proxy: took out mitmproxy addons %s", ", ".join(removed))
         injection.take_out(ctx.master.commands)
         if self.runtime:
+            # Before listening: the first request finds the verdict (trust_gate.py).
+            await self._check_cluster_trust(self.runtime)
             await self._listen(self.runtime)
             self._serve_metrics(self.runtime)
             self._start_reloading(self.runtime)
             self._check_upstreams(self.runtime)
-            self._check_cluster_trust(self.runtime)
             expired = close_expired(self.deadlines, close_client_connection)
             self._deadline_keeper = asyncio.create_task(expired)
 
@@ -240,6 +251,7 @@ class K8sAuth:
     def _serve_metrics(self, runtime: Runtime) -> None:
         listen = runtime.settings.metrics_listen
         if self.recorder.metrics and listen:
+            self.recorder.metrics.not_ready = lambda: self.trust.refusal
             try:
                 self.recorder.metrics.serve(*listen)
             except OSError as e:
@@ -261,12 +273,29 @@ class K8sAuth:
             checks = check_forever(runtime.router.pool, runtime.health_probe, interval)
             self._health_checker = asyncio.create_task(checks)
 
-    def _check_cluster_trust(self, runtime: Runtime) -> None:
-        # Once, at start-up, in the background: a slow or refusing API server must not hold
-        # up or fail the start; the check only logs.
-        if runtime.trust_check and not self._trust_checker:
+    async def _check_cluster_trust(self, runtime: Runtime) -> None:
+        # Once now; until it passes, again in the background (trust_gate.py).
+        if runtime.trust_check:
             servers = [s.address for s in runtime.router.pool.servers]
-            self._trust_checker = asyncio.create_task(runtime.trust_check(servers))
+            if not await check_once(runtime.trust_check, servers, self.trust, self._strip_read):
+                self._keep_checking_trust(runtime, first_delay=RETRY_SECONDS)
+
+    def _keep_checking_trust(self, runtime: Runtime, first_delay: float = 0.0) -> None:
+        if self._trust_checker:
+            self._trust_checker.cancel()
+            self._trust_checker = None
+        if not runtime.trust_check:
+            self.trust.open()
+            return
+        servers = [s.address for s in runtime.router.pool.servers]
+        checks = check_until_passed(
+            runtime.trust_check, servers, self.trust, self._strip_read, first_delay
+        )
+        self._trust_checker = asyncio.create_task(checks)
+
+    def _strip_read(self, names: HeaderNames) -> None:
+        if self.runtime:
+            self.runtime.writer.strip_also(names)
 
     def _current_runtime(self) -> Runtime:
         assert self.runtime
@@ -282,7 +311,11 @@ class K8sAuth:
 
     def _use_runtime(self, runtime: Runtime) -> None:
         retire(self.runtime.shared if self.runtime else None, runtime.shared)
-        self.runtime = runtime
+        if self.trust.server_names:
+            runtime.writer.strip_also(self.trust.server_names)
+        previous, self.runtime = self.runtime, runtime
+        if previous is None or previous.trust_inputs != runtime.trust_inputs:
+            self._keep_checking_trust(runtime)
         self._set_limits(runtime)
         self._configure_seam(runtime)
         self._check_upstreams(runtime)
@@ -447,6 +480,9 @@ class K8sAuth:
         runtime = self.runtime
         if runtime is None or flow.client_conn.proxy_mode != self._mode:
             flow.response = status_response(503, "the proxy is not configured")
+            return
+        if self.trust.refusal:
+            flow.response = status_response(503, CLIENT_MESSAGE)
             return
         # Only a handshake proves a certificate, and a replay (mitmweb) was not sent by the
         # client over its connection: it logs in again, with what the request carries.

@@ -12,17 +12,18 @@ What must match, header by header. The API server reads *every* name it lists
 (k8s.io/apiserver pkg/authentication/request/headerrequest/requestheader.go: usernames and uids
 in order, first non-empty value wins; every value of every group header; every header starting
 with any extra prefix, case-insensitively). The proxy writes only the *first* name of each of
-its lists and strips every name it lists (identity.py). So, per kind, two rules:
+its lists (identity.py). So, per kind:
 
-1. the name the proxy writes must be one the API server reads (else the identity is lost:
-   no username is a 401, no groups or extras or uid are silently dropped). For extras the
-   prefix must equal one of the server's: the server takes the key from what follows *its*
-   prefix, so a shorter server prefix would turn `X-Remote-Extra-scopes` into key
-   `extra-scopes`;
-2. every name the API server reads must be one the proxy strips, whichever of its lists
-   names it: a name it does not strip passes from the client to the API server, which takes
-   it as identity over the proxy's certificate (privilege injection). For an extra prefix,
-   some prefix the proxy strips must be a prefix of it.
+1. the name the proxy writes must be one the API server reads, else users lose that part of
+   their identity: no username is a 401 for every request, groups, extras or a uid are
+   silently dropped. For extras the prefix must equal one of the server's: the server takes the
+   key from what follows *its* prefix, so a shorter server prefix would turn
+   `X-Remote-Extra-scopes` into key `extra-scopes`. A proxy that writes none of a kind (an
+   empty list) asks for none. These are *problems*: the proxy does not serve with them.
+2. every name the API server reads must be stripped from client requests, else a client sets
+   it and the API server takes it as identity over the proxy's certificate. The proxy strips
+   what the API server reads whatever its config lists (`server_names`, given to the writer's
+   `strip_also`), so a name the config does not list is only a *note*.
 
 Header names compare case-insensitively (Go's canonical header keys). Names the proxy lists
 and the server does not read are harmless: stripped, never read.
@@ -41,13 +42,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import crypto
 
-from .identity import HeaderNames, IdentityHeaderWriter
+from .identity import HeaderNames
 
 CONFIGMAP_PATH = "/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication"
 CA_KEY = "requestheader-client-ca-file"
@@ -67,59 +68,92 @@ class _Kind:
     config_key: str  # identity.<key>
     flag: str  # --<flag>, also the ConfigMap key
     names: Callable[[HeaderNames], tuple[str, ...]]
+    loss: str  # what users lose when the API server does not read the name the proxy writes
     prefixes: bool = False
 
 
 _KINDS = (
-    _Kind("username_headers", "requestheader-username-headers", lambda n: n.username),
-    _Kind("group_headers", "requestheader-group-headers", lambda n: n.group),
+    _Kind("username_headers", "requestheader-username-headers", lambda n: n.username,
+          "every request would be refused (401)"),
+    _Kind("group_headers", "requestheader-group-headers", lambda n: n.group,
+          "users would lose their groups"),
     _Kind("extra_headers_prefixes", "requestheader-extra-headers-prefix",
-          lambda n: n.extra_prefixes, prefixes=True),
-    _Kind("uid_headers", "requestheader-uid-headers", lambda n: n.uid),
+          lambda n: n.extra_prefixes, "users' extras would be lost or read under other keys",
+          prefixes=True),
+    _Kind("uid_headers", "requestheader-uid-headers", lambda n: n.uid,
+          "users would lose their uid"),
 )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Findings:
+    """How the proxy's front-proxy settings compare with the API server's, as sentences."""
+
+    problems: list[str] = field(default_factory=list)  # users would not get their identity
+    notes: list[str] = field(default_factory=list)  # differences that change nothing
+    server_names: HeaderNames = field(default_factory=HeaderNames)  # what the server reads
+
+
+def server_names(data: Mapping[str, str]) -> HeaderNames:
+    """The header names and prefixes the API server reads as identity."""
+    lists = {kind.config_key: tuple(_string_list(data, kind.flag)) for kind in _KINDS}
+    return HeaderNames(
+        username=lists["username_headers"],
+        group=lists["group_headers"],
+        extra_prefixes=lists["extra_headers_prefixes"],
+        uid=lists["uid_headers"],
+    )
 
 
 def mismatches(
     data: Mapping[str, str], names: HeaderNames, chain: Sequence[x509.Certificate]
-) -> list[str]:
-    """Every way the proxy's front-proxy settings disagree with the API server's, as sentences.
+) -> Findings:
+    """Every way the proxy's front-proxy settings disagree with the API server's.
 
     `names`: the proxy's identity.* header names; `chain`: the client certificate chain it
     presents (leaf first). Raises TrustDataError when a value is not what kube-apiserver writes.
     """
     if not data.get(CA_KEY, "").strip():
-        return [FRONT_PROXY_OFF]
-    writer = IdentityHeaderWriter(names)
-    found = [m for kind in _KINDS if (m := _header_mismatch(kind, data, names, writer))]
-    found.extend(certificate_mismatches(data, chain))
+        return Findings(problems=[FRONT_PROXY_OFF])
+    found = Findings(server_names=server_names(data))
+    for kind in _KINDS:
+        problem, note = _header_mismatch(kind, data, names)
+        found.problems.extend(problem)
+        found.notes.extend(note)
+    found.problems.extend(certificate_mismatches(data, chain))
     return found
 
 
 def _header_mismatch(
-    kind: _Kind, data: Mapping[str, str], names: HeaderNames, writer: IdentityHeaderWriter
-) -> str | None:
+    kind: _Kind, data: Mapping[str, str], names: HeaderNames
+) -> tuple[list[str], list[str]]:
     ours = kind.names(names)
     theirs = _string_list(data, kind.flag)
     read = {n.lower() for n in theirs}
+    differ = f"identity.{kind.config_key} is {_show(ours)} but the API server reads " \
+             f"--{kind.flag} {_show(theirs)}"  # fmt: skip
     problems = []
     if ours and ours[0].lower() not in read:
-        problems.append(f"the proxy writes {ours[0]}, which the API server does not read")
-    if kind.prefixes:
-        stripped = tuple(p.lower() for p in names.extra_prefixes)
-        unstripped = [p for p in theirs if not p.lower().startswith(stripped)]
-    else:
-        unstripped = [n for n in theirs if not writer.is_identity_header(n.encode())]
-    if unstripped:
         problems.append(
-            f"the API server reads {', '.join(unstripped)}, which the proxy does not strip, "
-            "so a client could set it"
+            f"{differ}: the proxy writes {ours[0]}, which the API server does not read, so "
+            f"{kind.loss}"
         )
-    if not problems:
-        return None
-    return (
-        f"identity.{kind.config_key} is {_show(ours)} but the API server reads "
-        f"--{kind.flag} {_show(theirs)}: {'; '.join(problems)}"
-    )
+    unlisted = [n for n in theirs if not _listed(n, names, kind.prefixes)]
+    notes = []
+    if unlisted:
+        notes.append(
+            f"{differ}: the API server also reads {', '.join(unlisted)}, which "
+            f"identity.{kind.config_key} does not list: stripped from client requests anyway"
+        )
+    return problems, notes
+
+
+def _listed(name: str, names: HeaderNames, prefix: bool) -> bool:
+    """Whether the config strips `name` (a prefix: everything it starts), under any kind."""
+    lowered = name.lower()
+    if lowered.startswith(tuple(p.lower() for p in names.extra_prefixes)):
+        return True
+    return not prefix and lowered in {n.lower() for n in names.username + names.group + names.uid}
 
 
 def certificate_mismatches(data: Mapping[str, str], chain: Sequence[x509.Certificate]) -> list[str]:

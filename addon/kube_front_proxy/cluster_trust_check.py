@@ -1,8 +1,10 @@
-"""At start-up: read what the API server publishes about front-proxy trust, and warn.
+"""Read what the API server publishes about front-proxy trust, and judge the proxy's settings.
 
 GET CONFIGMAP_PATH as the proxy's own user (front-proxy headers over its certificate), from the
-first API server that answers, then log each cluster_trust mismatch as a WARNING. It never
-fails the proxy: an answer it cannot use is one WARNING saying why the check did not run.
+first API server that answers, and compare (cluster_trust.py). The result is a Verdict:
+problems (why the proxy must not serve: a mismatch that would cost users their identity, or
+why the check could not run), notes (differences that change nothing), and the header names
+the API server reads. trust_gate.py acts on it.
 
 The user needs kubeadm's Role kube-system/extension-apiserver-authentication-reader (get on
 that one ConfigMap, plugin/pkg/auth/authorizer/rbac/bootstrappolicy/policy.go), bound with
@@ -16,6 +18,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import h11
@@ -39,11 +42,25 @@ GRANT = (
 REFUSED_401 = (
     "the API server did not take the proxy for a front proxy (401): upstream.client_cert is not "
     "signed by its --requestheader-client-ca-file, its CN is not in --requestheader-allowed-names, "
-    "or --requestheader-username-headers does not list identity.username_headers[0] {name}; "
-    "requests through the proxy will get 401 too"
+    "or --requestheader-username-headers does not list identity.username_headers[0] {name}"
 )
 
-TrustCheck = Callable[[Sequence[Address]], Coroutine[Any, Any, None]]
+
+@dataclass(frozen=True)
+class Verdict:
+    """One run of the check."""
+
+    problems: tuple[str, ...] = ()  # why the proxy must not serve
+    notes: tuple[str, ...] = ()  # differences that change nothing
+    server_names: HeaderNames | None = None  # what the API server reads, once read
+    checked_on: str = ""  # the API server that answered
+
+
+def could_not_run(why: str) -> Verdict:
+    return Verdict(problems=(f"the cluster trust check could not run: {why}",))
+
+
+TrustCheck = Callable[[Sequence[Address]], Coroutine[Any, Any, Verdict]]
 
 
 def trust_check(
@@ -56,14 +73,14 @@ def trust_check(
     identity = own_identity(writer, CHECK_USER, None)
     request = get_request(tls, CONFIGMAP_PATH, "kube-front-proxy-cluster-trust", identity)
 
-    async def check(servers: Sequence[Address]) -> None:
+    async def check(servers: Sequence[Address]) -> Verdict:
         try:
-            await _check(servers)
+            return await _check(servers)
         except Exception:
-            # A task of its own: nothing else would ever see this.
             logger.exception("kube-front-proxy: internal error in the cluster trust check")
+            return could_not_run("internal error (see the traceback above)")
 
-    async def _check(servers: Sequence[Address]) -> None:
+    async def _check(servers: Sequence[Address]) -> Verdict:
         failure = "no API server is configured"
         for address in servers:
             try:
@@ -74,45 +91,34 @@ def trust_check(
             except (OSError, SSL.Error, ValueError, h11.ProtocolError) as e:
                 failure = f"{_at(address)}: {type(e).__name__}: {e}"
             else:
-                _report(address, answer, names, chain)
-                return
-        _could_not_run(failure)
+                return _judge(address, answer, names, chain)
+        return could_not_run(failure)
 
     return check
 
 
-def _report(
+def _judge(
     address: Address, answer: Answer, names: HeaderNames, chain: Sequence[x509.Certificate]
-) -> None:
+) -> Verdict:
     if answer.status == 401:
-        _could_not_run(REFUSED_401.format(name=names.username[0]))
-        return
+        return could_not_run(REFUSED_401.format(name=names.username[0]))
     if answer.status == 403:
-        _could_not_run(f"{_at(address)} answered 403 Forbidden: {GRANT}")
-        return
+        return could_not_run(f"{_at(address)} answered 403 Forbidden: {GRANT}")
     if answer.status != 200:
-        _could_not_run(f"{_at(address)} answered {answer.status} to GET {CONFIGMAP_PATH}")
-        return
+        return could_not_run(f"{_at(address)} answered {answer.status} to GET {CONFIGMAP_PATH}")
     try:
         data = json.loads(answer.body)["data"]
         if not isinstance(data, dict):
             raise TrustDataError("its data is not a mapping")
         found = mismatches(data, names, chain)
     except (ValueError, KeyError, TypeError) as e:
-        _could_not_run(f"{_at(address)}: not the ConfigMap kube-apiserver publishes: {e}")
-        return
-    for mismatch in found:
-        logger.warning("kube-front-proxy: cluster trust: %s", mismatch)
-    if not found:
-        logger.info(
-            "kube-front-proxy: cluster trust checked on %s: the identity headers and the "
-            "front-proxy certificate match kube-system/extension-apiserver-authentication",
-            _at(address),
-        )
-
-
-def _could_not_run(why: str) -> None:
-    logger.warning("kube-front-proxy: the cluster trust check could not run: %s", why)
+        return could_not_run(f"{_at(address)}: not the ConfigMap kube-apiserver publishes: {e}")
+    return Verdict(
+        problems=tuple(f"cluster trust: {p}" for p in found.problems),
+        notes=tuple(f"cluster trust: {n}" for n in found.notes),
+        server_names=found.server_names,
+        checked_on=_at(address),
+    )
 
 
 def _at(address: Address) -> str:

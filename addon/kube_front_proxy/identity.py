@@ -38,6 +38,9 @@ class HeaderNames:
     uid: tuple[str, ...] = ("X-Remote-Uid",)
 
 
+# kube-apiserver's defaults, as kubeadm sets them (--requestheader-*-headers).
+DEFAULT_NAMES = HeaderNames()
+
 # k8s.io/api/authentication/v1 types.go: the headers of impersonation (identity.mode impersonate),
 # read by k8s.io/apiserver pkg/endpoints/filters/impersonation.go.
 IMPERSONATION = HeaderNames(
@@ -77,16 +80,35 @@ def escape_extra_key(key: str) -> str:
 
 
 class IdentityHeaderWriter:
-    """Strips client-sent identity headers and writes the proxy's; names are fixed at load."""
+    """Strips client-sent identity headers and writes the proxy's.
+
+    Stripped, in any letter case: every name and prefix of `names`, always the default
+    X-Remote-* names (DEFAULT_NAMES: what kube-apiserver reads unless told otherwise, so that a
+    config naming others cannot let them through), Authorization, and whatever the API server
+    says it reads (`strip_also`, from the cluster trust check), listed in the config or not.
+    """
 
     def __init__(self, names: HeaderNames, credential: tuple[bytes, bytes] | None = None) -> None:
         self.names = names
         # The proxy's own credential line (impersonation mode's Authorization), sent with each.
         self._credential = (credential,) if credential else ()
-        # Lower-cased bytes once here, so the per-request check is a set lookup and a prefix test.
-        exact = names.username + names.group + names.uid + ("Authorization",)
-        self._strip_exact = frozenset(n.lower().encode() for n in exact)
-        self._strip_prefixes = tuple(p.lower().encode() for p in names.extra_prefixes)
+        self.also_stripped: tuple[HeaderNames, ...] = ()
+        self._strip_exact: frozenset[bytes] = frozenset()
+        self._strip_prefixes: tuple[bytes, ...] = ()
+        self._strip(names, DEFAULT_NAMES)
+
+    def _strip(self, *lists: HeaderNames) -> None:
+        # Lower-cased bytes, so the per-request check is a set lookup and a prefix test.
+        exact = {n.lower().encode() for ns in lists for n in ns.username + ns.group + ns.uid}
+        prefixes = {p.lower().encode() for ns in lists for p in ns.extra_prefixes}
+        self._strip_exact = self._strip_exact | exact | {b"authorization"}
+        self._strip_prefixes = tuple(sorted(set(self._strip_prefixes) | prefixes))
+
+    def strip_also(self, *lists: HeaderNames) -> None:
+        """Strip these names too (those the API server reads, whatever the config says)."""
+        new = tuple(names for names in lists if names not in self.also_stripped)
+        self.also_stripped += new
+        self._strip(*new)
 
     def is_identity_header(self, name: bytes) -> bool:
         """Whether the API server would read a header of this name as identity (or a secret)."""

@@ -5,16 +5,17 @@ labelled by user unless metrics.per_user is set, and then only by logged-in user
 metric_labels.MAX_USERS of them. A registry of our own, not the global one, so that
 mitmproxy reloading the script does not register the same metrics twice.
 
-The same listener answers GET /healthz, for liveness and readiness probes. It is served from
-its own thread, so answering proves little by itself: the proxy's event loop stamps a heartbeat
-every second, and /healthz is a 503 once that heartbeat is older than `stall_seconds` (a loop
-stuck in a blocking call or a busy loop serves nobody, while its sockets still accept).
+The same listener answers GET /healthz, for liveness probes. It is served from its own thread,
+so answering proves little by itself: the proxy's event loop stamps a heartbeat every second,
+and /healthz is a 503 once that heartbeat is older than `stall_seconds` (a loop stuck in a
+blocking call or a busy loop serves nobody, while its sockets still accept).
 
-GET /readyz answers the same, with one line per check in kube-apiserver's verbose style. With
-state.redis, a Redis that does not answer shows there as `[-]shared-state` with the reason, but
-does not fail the check: the proxy serves on with counters of its own (redis_link.py), and
-taking every replica out of the Service because Redis is down would take the users' access
-with it.
+GET /readyz, for readiness probes, answers the same, with one line per check in
+kube-apiserver's verbose style, and is also a 503 while the proxy refuses every request
+(`[-]cluster-trust` with the reason: trust_gate.py, through `not_ready`). With state.redis, a
+Redis that does not answer shows there as `[-]shared-state` with the reason, but does not fail
+the check: the proxy serves on with counters of its own (redis_link.py), and taking every
+replica out of the Service because Redis is down would take the users' access with it.
 """
 
 from __future__ import annotations
@@ -137,6 +138,8 @@ class Metrics:
         self.registry.register(_SharedStateCollector(lambda: self.shared_health()))
         self._server: WSGIServer | None = None
         self._metrics_app = make_wsgi_app(self.registry)
+        # Why the proxy refuses every request now ("": it serves); set by the addon.
+        self.not_ready: Callable[[], str] = str
 
     def request_done(
         self,
@@ -165,7 +168,8 @@ class Metrics:
         self.login_failures.labels(metric_labels.reason(reason, REASONS, AUTHENTICATORS)).inc()
 
     def serve(self, host: str, port: int) -> None:
-        """Serve /metrics and /healthz; call from the proxy's event loop, which it watches."""
+        """Serve /metrics, /healthz and /readyz; call from the proxy's event loop, which it
+        watches."""
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
 
         class Server(_Server):
@@ -187,8 +191,11 @@ class Metrics:
         stalled = time.monotonic() - self._beat
         ok = stalled <= self.stall_seconds
         if path == "/readyz":
+            refusal = self.not_ready().replace("\n", "; ")
             lines = ["[+]event-loop ok" if ok else f"[-]event-loop stalled for {stalled:.0f} s"]
+            lines.append(f"[-]cluster-trust {refusal}" if refusal else "[+]cluster-trust ok")
             lines += _shared_state_lines(self.shared_health())
+            ok = ok and not refusal
             lines.append("readyz check passed" if ok else "readyz check failed")
             text = "\n".join(lines) + "\n"
         else:

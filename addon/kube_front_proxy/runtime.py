@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives import hashes
+
 from . import service_account
 from .authentication import Login
 from .client_certs import ClientCertAuthenticator
@@ -51,6 +53,13 @@ class Runtime:
         """
         s = self.settings
         return f"reverse:{s.upstream.servers[0].url}@{s.listen_host}:{s.listen_port}"
+
+    @property
+    def trust_inputs(self) -> tuple[object, ...]:
+        """What the cluster trust check compares: a reload that changes it is checked again."""
+        pair = self.upstream.pair
+        chain = tuple(c.fingerprint(hashes.SHA256()) for c in pair.chain) if pair else ()
+        return (self.trust_check is not None, self.settings.header_names, chain)
 
     @property
     def watched_files(self) -> list[Path]:
