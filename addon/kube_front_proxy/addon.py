@@ -17,8 +17,9 @@ from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import layer, server_hooks
 from mitmproxy.proxy.mode_specs import ProxyMode
 
-from . import injection, quoted_bytes, seam, tls_only
-from .audit import AuditLog
+from . import injection, quoted_bytes, seam, tls_only, token_endpoint
+from .audit import SESSION_TOKEN_ISSUED_ANNOTATION, AuditLog
+from .authentication import Outcome
 from .client_address import forwarded_for
 from .client_credentials import SentCredentials, drop_trailers, take_credentials
 from .client_deadlines import ClientDeadlines, ClientTimeouts, close_expired
@@ -56,6 +57,7 @@ from .seam import (
     upstream_send,
     upstream_token,
     websocket_relay,
+    withheld_response,
 )
 from .seam.close_connection import close_client_connection, close_upstream_connection
 from .service_account import TokenInjector
@@ -100,6 +102,7 @@ class K8sAuth:
         self.message_log = MessageLog()
         self.deadlines = ClientDeadlines(ClientTimeouts())
         self._deadline_keeper: asyncio.Task[None] | None = None
+        self._sharing: set[asyncio.Task[None]] = set()
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
@@ -135,6 +138,7 @@ class K8sAuth:
         h2_client_frames.install()
         h2_flow_control.install()
         upstream_failures.install()
+        withheld_response.install()
         upstream_send.install()
         close_connection.install()
         listener.install()
@@ -232,6 +236,7 @@ class K8sAuth:
             self._serve_metrics(self.runtime)
             self._start_reloading(self.runtime)
             self._check_upstreams(self.runtime)
+            self._share_revocations(self.runtime)
             expired = close_expired(self.deadlines, close_client_connection)
             self._deadline_keeper = asyncio.create_task(expired)
 
@@ -319,8 +324,17 @@ class K8sAuth:
         self._set_limits(runtime)
         self._configure_seam(runtime)
         self._check_upstreams(runtime)
+        self._share_revocations(runtime)
         if self.recorder.metrics:
             self.recorder.metrics.reloads.labels("ok").inc()
+
+    def _share_revocations(self, runtime: Runtime) -> None:
+        # The revocation file's token ids go to every process (state.redis), in the background.
+        tokens = runtime.login.session_tokens
+        if tokens and tokens.shared and tokens.revocation_list.token_ids:
+            task = asyncio.create_task(tokens.share_revocations())
+            self._sharing.add(task)
+            task.add_done_callback(self._sharing.discard)
 
     def _configure_seam(self, runtime: Runtime) -> None:
         """What the patches of mitmproxy decide by, from this runtime (seam.Policy)."""
@@ -521,6 +535,9 @@ class K8sAuth:
             )
             flow.response = status_response(403, IMPERSONATION_REFUSED)
             return
+        if token_endpoint.is_own_path(flow.request.path):
+            await self._answer_own_path(flow, outcome, runtime)
+            return
         lines = outcome.lines
         # Upstream is HTTP/2 too (tls_start_server), where mitmproxy would lower-case each
         # name itself and log a line for every one. (Impersonation mode: HTTP/1.1.)
@@ -536,6 +553,31 @@ class K8sAuth:
             self.recorder.annotate(flow, opened.annotations)
         if opened.refusal:
             flow.response = status_response(503, opened.refusal)
+
+    async def _answer_own_path(
+        self, flow: http.HTTPFlow, outcome: Outcome, runtime: Runtime
+    ) -> None:
+        """The proxy's own API (token_endpoint.py): answered here, never forwarded."""
+        request = flow.request
+        answer = await token_endpoint.answer(
+            request.method, request.path, outcome, runtime.login.session_tokens
+        )
+        flow.response = answer.response
+        issued = answer.issued
+        if issued is None:
+            return
+        # The flow keeps the placeholder; only the bytes sent to the client hold the token.
+        withheld_response.withheld.hold(flow, answer.placeholder, issued.token.encode())
+        flow.metadata["k8s_session_token_issued"] = issued.token_id
+        if self.recorder.enabled:
+            self.recorder.annotate(flow, {SESSION_TOKEN_ISSUED_ANNOTATION: issued.token_id})
+        logger.info(
+            "kube-front-proxy: session token %s issued to %s (%s login) until %s",
+            issued.token_id,
+            outcome.claimed_user,
+            outcome.authenticator,
+            int(issued.expires_at),
+        )
 
     def _route(self, flow: http.HTTPFlow) -> None:
         assert self.runtime

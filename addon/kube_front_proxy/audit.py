@@ -34,6 +34,11 @@ logger = logging.getLogger("kube_front_proxy")
 
 AUTHENTICATOR_ANNOTATION = "kube-front-proxy/authenticator"
 LOGIN_REFUSED_ANNOTATION = "kube-front-proxy/login-refused"
+# A request made with a session token: the token's id and the login it was issued to.
+SESSION_TOKEN_ID_ANNOTATION = "kube-front-proxy/session-token-id"
+SESSION_TOKEN_SOURCE_ANNOTATION = "kube-front-proxy/session-token-issued-to"
+# The token endpoint's answer: the id of the token it issued.
+SESSION_TOKEN_ISSUED_ANNOTATION = "kube-front-proxy/session-token-issued"
 
 # pkg/audit/request.go maybeTruncateUserAgent.
 _MAX_USER_AGENT_BYTES = 1024

@@ -5,11 +5,13 @@ of authenticators. Every authenticator yields the same Identity; users.yaml adds
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from functools import partial
 
 from cryptography import x509
+from cryptography.hazmat.primitives.hashes import SHA256
 
 from .basic_auth import (
     BearerToken,
@@ -19,12 +21,22 @@ from .basic_auth import (
     parse_credentials,
 )
 from .client_certs import CertificateRejected, ClientCertAuthenticator
-from .config import AUTHENTICATORS
+from .config import AUTHENTICATORS, SESSION_TOKEN
 from .credential_cache import CredentialCache
 from .htpasswd import Htpasswd
 from .identity import Identity, IdentityHeaderWriter
 from .lockout import Lockout
-from .oidc import OidcAuthenticator, TokenRejected, looks_like_jwt
+from .oidc import OidcAuthenticator, TokenRejected, expiry, looks_like_jwt
+from .session_tokens import (
+    EXPIRED,
+    REVOKED,
+    VOIDED,
+    Basis,
+    Claims,
+    SessionTokenRejected,
+    SessionTokens,
+)
+from .session_tokens import REASONS as SESSION_TOKEN_REASONS
 from .tokens import TokenFile, token_digest
 from .users import header_value_problem
 
@@ -42,6 +54,9 @@ class Outcome:
     retry_after: float = 0.0  # > 0: locked out (brute-force limits); answer 429
     authenticator: str = ""  # one of AUTHENTICATORS once logged in
     detail: str = ""  # more than the reason, for the proxy's log only
+    basis: Basis | None = None  # what a session token issued to this login would rest on
+    session: Claims | None = None  # the session token this login was made with
+    guess: bool = True  # a refusal the lock-out counts (Rejected.guess)
 
 
 # Every reason a refusal gives, alone or as "authenticator: reason; ..." when several refused.
@@ -63,19 +78,22 @@ REASONS = frozenset({
     "identity has leading or trailing whitespace", "empty user name",
     "certificate not accepted", "unknown token", "not an ID token", "invalid ID token",
     "unknown user", "wrong password",
-})  # fmt: skip
+}) | SESSION_TOKEN_REASONS  # fmt: skip
 
 
 class Rejected(Exception):
     """Why credentials of an authenticator's kind did not log anyone in.
 
     The reason is a fixed phrase (it labels a metric); the detail, for the log only, may say more.
+    A refusal that is no guess (a token this proxy signed, expired or revoked since) is not
+    counted by the lock-out.
     """
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: str, detail: str = "", guess: bool = True) -> None:
         super().__init__(reason)
         self.reason = reason
         self.detail = detail
+        self.guess = guess
 
 
 def with_users_yaml(identity: Identity, users: Mapping[str, Identity]) -> Identity:
@@ -107,7 +125,17 @@ def checked(identity: Identity) -> Identity:
                     identity.extra)  # fmt: skip
 
 
-Attempt = tuple[Identity, HeaderLines]
+@dataclass(frozen=True)
+class Attempt:
+    """One authenticator's login: the identity and its header lines, and how a session token
+    issued to it, or the session token it was made with, is tied to the files."""
+
+    identity: Identity
+    lines: HeaderLines
+    basis: Basis | None = None
+    session: Claims | None = None
+
+
 Step = Callable[[Credentials | BearerToken | None, Sequence[x509.Certificate]],
                 Awaitable[Attempt | None]]  # fmt: skip
 
@@ -127,9 +155,11 @@ class Login:
         tokens: TokenFile | None = None,
         client_certs: ClientCertAuthenticator | None = None,
         oidc: OidcAuthenticator | None = None,
+        session_tokens: SessionTokens | None = None,
     ) -> None:
         self.htpasswd = htpasswd
         self.client_certs = client_certs
+        self.session_tokens = session_tokens
         self.cache = cache
         self.lockout = lockout
         self._users = users
@@ -139,15 +169,25 @@ class Login:
         self.identities = {u: with_users_yaml(Identity(user=u), users) for u in names}
         self._lines = {u: writer.lines_for(i) for u, i in self.identities.items()}
         self._tokens: dict[bytes, Attempt] = {}
+        self._tokens_of: dict[str, list[bytes]] = {}
         for digest, identity in (tokens.identities() if tokens else {}).items():
             full = with_users_yaml(identity, users)
-            self._tokens[digest] = (full, writer.lines_for(full))
+            basis = Basis("token", digest)
+            self._tokens[digest] = Attempt(full, writer.lines_for(full), basis)
+            self._tokens_of.setdefault(identity.user, []).append(digest)
         self.oidc = oidc
+        # Session tokens of certificates and ID tokens rest on who vouches for those: the
+        # user CAs, the issuer and how its claims map to users.
+        roots = client_certs.roots if client_certs else ()
+        self._ca_binding = _digest(*(ca.fingerprint(SHA256()) for ca in roots)) if roots else b""
+        self._oidc_binding = _digest(repr(_oidc_mapping(oidc)).encode()) if oidc else b""
         available: dict[str, Step] = {}
         if client_certs:
             available["x509"] = self._certificate
         if tokens:
             available["token"] = self._token
+        if session_tokens:
+            available[SESSION_TOKEN] = self._session_token
         if oidc:
             available["oidc"] = self._oidc_token
         if htpasswd:
@@ -194,8 +234,10 @@ class Login:
         except BaseException:
             self.lockout.abandon(attempt)
             raise
-        if outcome.identity is None:
+        if outcome.identity is None and outcome.guess:
             await self.lockout.failed(attempt)
+        elif outcome.identity is None:
+            self.lockout.abandon(attempt)
         else:
             await self.lockout.succeeded(attempt, outcome.identity.user)
         return outcome
@@ -228,8 +270,14 @@ class Login:
                 rejections.append((name, e))
                 continue
             if attempt is not None:
-                identity, lines = attempt
-                return Outcome(identity, lines, claimed_user=identity.user, authenticator=name)
+                return Outcome(
+                    attempt.identity,
+                    attempt.lines,
+                    claimed_user=attempt.identity.user,
+                    authenticator=name,
+                    basis=attempt.basis,
+                    session=attempt.session,
+                )
         if not rejections:
             if credentials is None:
                 return Outcome(None, reason="no credentials")
@@ -240,11 +288,12 @@ class Login:
         else:
             reason = "; ".join(f"{name}: {e.reason}" for name, e in rejections)
         detail = "; ".join(e.detail for _, e in rejections if e.detail)
-        return Outcome(None, reason=reason, claimed_user=claimed, detail=detail)
+        guess = all(e.guess for _, e in rejections)
+        return Outcome(None, reason=reason, claimed_user=claimed, detail=detail, guess=guess)
 
-    def _dynamic(self, identity: Identity) -> Attempt:
+    def _dynamic(self, identity: Identity, basis: Basis | None = None) -> Attempt:
         full = with_users_yaml(checked(identity), self._users)
-        return full, self._writer.lines_for(full)
+        return Attempt(full, self._writer.lines_for(full), basis)
 
     async def _certificate(
         self, _credentials: object, certificates: Sequence[x509.Certificate]
@@ -252,9 +301,11 @@ class Login:
         if not certificates or self.client_certs is None:
             return None
         try:
-            return self._dynamic(self.client_certs.authenticate(certificates))
+            identity = self.client_certs.authenticate(certificates)
         except CertificateRejected as e:
             raise Rejected("certificate not accepted", str(e)) from None
+        not_after = min(c.not_valid_after_utc for c in certificates).timestamp()
+        return self._dynamic(identity, Basis("x509", self._ca_binding, not_after, identity.groups))
 
     async def _token(self, credentials: object, _certificates: object) -> Attempt | None:
         if not isinstance(credentials, BearerToken):
@@ -274,7 +325,8 @@ class Login:
         except TokenRejected as e:
             # Some reasons quote the token ("signing algorithm X"): the metric gets a fixed one.
             raise Rejected("invalid ID token", e.reason) from None
-        return self._dynamic(identity)
+        basis = Basis("oidc", self._oidc_binding, expiry(credentials.token), identity.groups)
+        return self._dynamic(identity, basis)
 
     async def _basic(self, credentials: object, _certificates: object) -> Attempt | None:
         if not isinstance(credentials, Credentials) or self.htpasswd is None:
@@ -284,4 +336,53 @@ class Login:
         verify = partial(self.htpasswd.verify, user, password)
         if not await self.cache.check(user, password, hashed, verify):
             raise Rejected("unknown user" if hashed is None else "wrong password")
-        return self.identities[user], self._lines[user]
+        assert hashed is not None
+        return Attempt(self.identities[user], self._lines[user], Basis("htpasswd", hashed.encode()))
+
+    async def _session_token(self, credentials: object, _certificates: object) -> Attempt | None:
+        if not isinstance(credentials, BearerToken) or self.session_tokens is None:
+            return None
+        try:
+            claims = self.session_tokens.verify(credentials.token)
+        except SessionTokenRejected as e:
+            # Only this proxy's key signs a token that expires: that is no guess.
+            raise Rejected(e.reason, e.detail, guess=e.reason != EXPIRED) from None
+        which = f"token {claims.token_id} of {claims.user!r}"
+        attempt = self._still_valid(self.session_tokens, claims)
+        if attempt is None:
+            raise Rejected(VOIDED, which, guess=False)
+        if await self.session_tokens.revoked(claims):
+            raise Rejected(REVOKED, which, guess=False)
+        return replace(attempt, basis=None, session=claims)
+
+    def _still_valid(self, tokens: SessionTokens, claims: Claims) -> Attempt | None:
+        """The login the token stands for, from the current files; None if what it was issued
+        to has changed or gone (the user's password, the static token, the CAs, the issuer)."""
+        for binding, attempt in self._bindings(claims):
+            if tokens.matches(claims, binding):
+                return attempt or self._dynamic(Identity(claims.user, claims.groups or ()))
+        return None
+
+    def _bindings(self, claims: Claims) -> Iterator[tuple[bytes, Attempt | None]]:
+        user, source = claims.user, claims.source
+        if source == "htpasswd" and self.htpasswd and self.htpasswd.hash_of(user) is not None:
+            hashed = self.htpasswd.hash_of(user)
+            assert hashed is not None
+            yield hashed.encode(), Attempt(self.identities[user], self._lines[user])
+        elif source == "token":
+            for digest in self._tokens_of.get(user, ()):
+                yield digest, self._tokens[digest]
+        elif source == "x509" and self.client_certs:
+            yield self._ca_binding, None
+        elif source == "oidc" and self.oidc:
+            yield self._oidc_binding, None
+
+
+def _digest(*parts: bytes) -> bytes:
+    return hashlib.sha256(b"".join(hashlib.sha256(p).digest() for p in parts)).digest()
+
+
+def _oidc_mapping(oidc: OidcAuthenticator) -> tuple[object, ...]:
+    s = oidc.settings
+    return (s.issuer_url, s.audiences, s.username_claim, s.username_prefix, s.groups_claim,
+            s.groups_prefix, sorted(s.required_claims.items()))  # fmt: skip

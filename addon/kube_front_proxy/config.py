@@ -16,10 +16,13 @@ from .identity import HeaderNames, is_token
 from .lockout import LockoutPolicy
 from .oidc_config import OidcSettings, oidc_settings
 from .redis_config import RedisSettings, redis_settings
+from .session_token_config import SessionTokenSettings, session_token_settings
 from .yamlfile import Section, read_mapping
 
-# The order kube-apiserver tries its own: certificates, token file, OIDC; Basic last.
-AUTHENTICATORS = ("x509", "token", "oidc", "htpasswd")
+# The order kube-apiserver tries its own: certificates, token file, OIDC; Basic last. The
+# proxy's own session tokens come next to the static ones: a signature check, no I/O.
+AUTHENTICATORS = ("x509", "token", "session-token", "oidc", "htpasswd")
+SESSION_TOKEN = "session-token"
 # identity.mode: front-proxy headers over the proxy's client certificate, or Impersonate-*
 # headers with the proxy's service-account token.
 FRONT_PROXY = "front-proxy"
@@ -146,6 +149,7 @@ class Settings:
     http2_connection_buffer_bytes: int = 8 * 1024 * 1024
     # state.redis: counters shared by every process using the same Redis and key prefix.
     redis: RedisSettings | None = None
+    session_tokens: SessionTokenSettings | None = None
 
 
 def load_settings(path: Path) -> Settings:
@@ -187,7 +191,13 @@ def load_settings(path: Path) -> Settings:
     token_hashes = authn.boolean("token_hashes", False)
     client_ca = _optional_file(authn, "client_ca")
     oidc = oidc_settings(authn.section("oidc")) if authn.has("oidc") else None
-    configured = {"x509": client_ca, "token": tokens, "oidc": oidc, "htpasswd": htpasswd}
+    session_tokens = (
+        session_token_settings(authn.section("session_tokens"))
+        if authn.has("session_tokens")
+        else None
+    )
+    configured = {"x509": client_ca, "token": tokens, SESSION_TOKEN: session_tokens,
+                  "oidc": oidc, "htpasswd": htpasswd}  # fmt: skip
     order = _authn_order(authn, [name for name, ref in configured.items() if ref])
     users = _optional_file(authn, "users")
     realm = authn.string("realm", "kubernetes")
@@ -293,6 +303,7 @@ def load_settings(path: Path) -> Settings:
         redis=redis,
         http2_stream_buffer_bytes=http2_stream_buffer_bytes,
         http2_connection_buffer_bytes=http2_connection_buffer_bytes,
+        session_tokens=session_tokens,
     )
 
 
@@ -373,7 +384,8 @@ def _client_timeouts(section: Section) -> tuple[int, int, int]:
 
 
 def _authn_order(section: Section, configured: list[str]) -> tuple[str, ...]:
-    if not configured:
+    # Session tokens are issued to logins of the other kinds: alone, nobody could get one.
+    if not [name for name in configured if name != SESSION_TOKEN]:
         raise section.error(
             "htpasswd", "missing: configure at least one of htpasswd, tokens, client_ca, oidc"
         )

@@ -23,4 +23,7 @@ def label(flow: http.HTTPFlow, outcome: Outcome) -> None:
     flow.metadata["k8s_user"] = identity.user
     flow.metadata["k8s_groups"] = list(identity.groups)
     flow.metadata["k8s_authenticator"] = outcome.authenticator
+    if outcome.session:
+        # The token's id, never the token: revoked by it (revocation.py), named in the audit.
+        flow.metadata["k8s_session_token_id"] = outcome.session.token_id
     flow.comment = f"user {identity.user}"

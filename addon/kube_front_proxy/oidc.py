@@ -166,6 +166,11 @@ class OidcAuthenticator:
         return Identity(user=user, groups=groups)
 
 
+def expiry(token: str) -> float | None:
+    """The `exp` of a token that OidcAuthenticator.authenticate accepted."""
+    return _number_claim(_decode_unverified(token)[1], "exp")
+
+
 def _https_context(settings: OidcSettings) -> ssl.SSLContext:
     # create_default_context always verifies the certificate and the host name. With a CA file
     # it trusts only that file, as kube-apiserver does with --oidc-ca-file.

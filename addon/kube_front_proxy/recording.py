@@ -13,7 +13,12 @@ from collections.abc import Mapping
 
 from mitmproxy import connection, http
 
-from .audit import AuditEvent, AuditLog
+from .audit import (
+    SESSION_TOKEN_ID_ANNOTATION,
+    SESSION_TOKEN_SOURCE_ANNOTATION,
+    AuditEvent,
+    AuditLog,
+)
 from .authentication import Outcome
 from .metrics import Metrics
 from .rate_budget import RateBudget
@@ -62,6 +67,11 @@ class Recorder:
             flow.request.timestamp_start,
             refused=None if outcome.identity else outcome.reason,
         )
+        if outcome.session:
+            event = event.annotated({
+                SESSION_TOKEN_ID_ANNOTATION: outcome.session.token_id,
+                SESSION_TOKEN_SOURCE_ANNOTATION: outcome.session.source,
+            })  # fmt: skip
         self._events[flow.id] = event
         flow.metadata["k8s_audit_id"] = event.audit_id
         if outcome.identity is not None:

@@ -19,6 +19,7 @@ from .lockout import Lockout, memory_store
 from .oidc import OidcAuthenticator
 from .readyz import readyz_probe
 from .routing import Router, build_router
+from .session_tokens import SessionTokens
 from .shared_state import SharedState, shared_state
 from .tls import ServingTLS, UpstreamTLS, read_certificates, read_key_pair
 from .tokens import TokenFile
@@ -69,8 +70,10 @@ class Runtime:
                 s.upstream.ca, s.upstream.client_cert, s.upstream.client_key,
                 s.upstream.token_file]  # fmt: skip
         shared = (s.redis.ca, s.redis.password_file) if s.redis else ()
+        tokens = s.session_tokens
+        own = (tokens.signing_key_file, tokens.revocation_file) if tokens else ()
         return [s.file, *(ref.path for ref in refs if ref is not None),
-                *(path for path in shared if path is not None)]  # fmt: skip
+                *(path for path in (*shared, *own) if path is not None)]  # fmt: skip
 
     @property
     def needs_restart_to_change(self) -> tuple[object, ...]:
@@ -155,6 +158,11 @@ def build_runtime(config_file: Path, previous: Runtime | None = None) -> Runtime
         else None,
         client_certs=ClientCertAuthenticator(client_cas) if client_cas else None,
         oidc=_oidc(settings, old),
+        session_tokens=SessionTokens(
+            settings.session_tokens, shared.revocations if shared else None
+        )
+        if settings.session_tokens
+        else None,
     )
     serving = ServingTLS(read_key_pair(settings.serving_cert, settings.serving_key), client_cas)
     pair = None

@@ -5,6 +5,7 @@ Each error names the file and the dotted key, so a broken config is fixed in one
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,21 @@ class Section:
             if not isinstance(item, str):
                 raise self.error(f"{key}[{i}]", f"must be a string, not {_kind(item)} (quote it)")
         return tuple(value)
+
+    def timestamp(self, key: str) -> datetime.datetime:
+        """An RFC 3339 time with its offset (`2025-06-01T12:00:00Z`), quoted or not."""
+        value = self._take(key)
+        if isinstance(value, str):
+            try:
+                value = datetime.datetime.fromisoformat(value)
+            except ValueError:
+                raise self.error(key, f"not an RFC 3339 time: {value!r}") from None
+        if not isinstance(value, datetime.datetime):
+            raise self.error(key, f"must be a time such as 2025-06-01T12:00:00Z, not "
+                             f"{_kind(value)}")  # fmt: skip
+        if value.tzinfo is None:
+            raise self.error(key, "needs a time zone (Z for UTC)")
+        return value
 
     def path(self, key: str) -> Path:
         """A file path; relative paths are resolved against the YAML file's own folder."""
