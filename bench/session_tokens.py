@@ -4,7 +4,8 @@ remembered (the credential cache) against a session token, and issuing a token.
 
     .venv/bin/python bench/session_tokens.py [--logins 20000]
 
-Prints the mean time of one `Login.authenticate` (lock-out bookkeeping included) for each.
+Prints the mean time of one `Login.authenticate` (lock-out bookkeeping included) for each,
+and the memory the remembered signatures take when full.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -25,7 +27,9 @@ sys.path.insert(0, str(REPO / "certs"))
 
 import devpki  # noqa: E402
 from kube_front_proxy.authentication import Login  # noqa: E402
+from kube_front_proxy.identity import Identity  # noqa: E402
 from kube_front_proxy.runtime import build_runtime  # noqa: E402
+from kube_front_proxy.session_tokens import MAX_VERIFIED, Basis  # noqa: E402
 from kube_front_proxy.token_endpoint import TOKEN_PATH, answer  # noqa: E402
 from tests.e2e import basic_header  # noqa: E402
 from tests.support import htpasswd_add, proxy_config, write_yaml  # noqa: E402
@@ -63,6 +67,17 @@ async def measure(directory: Path, count: int) -> None:
     bearer = await mean_seconds(login, f"Bearer {token}", count)
     print(f"session token:           {bearer * 1e6:.1f} µs")
     print(f"issuing a token:         {issue * 1e6:.1f} µs")
+    # The remembered signatures, full: MAX_VERIFIED tokens of different users.
+    assert tokens is not None
+    many = [tokens.issue(Identity(f"user-{i:05d}"), Basis("htpasswd", b"h")).token
+            for i in range(MAX_VERIFIED)]  # fmt: skip
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    for token in many:
+        tokens.verify(token)
+    grown = sum(s.size_diff for s in tracemalloc.take_snapshot().compare_to(before, "filename"))
+    tracemalloc.stop()
+    print(f"{MAX_VERIFIED} remembered signatures: {grown / 1e6:.1f} MB")
 
 
 def main() -> None:
