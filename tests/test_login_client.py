@@ -125,11 +125,12 @@ def test_the_kubeconfig_holds_the_plugin_and_no_secret(tmp_path: Path) -> None:
 def test_only_the_standard_library_is_imported() -> None:
     code = (
         "import sys; before = set(sys.modules); import kube_front_proxy.login_client; "
+        "import kube_front_proxy.login_transport; "
         "print('\\n'.join(sorted(set(sys.modules) - before)))"
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True).stdout.split()  # fmt: skip
-    ours = {"kube_front_proxy", "kube_front_proxy.login_client"}
+    ours = {"kube_front_proxy", "kube_front_proxy.login_client", "kube_front_proxy.login_transport"}
     stdlib = sys.stdlib_module_names
     foreign = [m for m in loaded if m not in ours and m.split(".")[0] not in stdlib]
     assert foreign == []

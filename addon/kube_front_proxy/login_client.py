@@ -21,15 +21,10 @@ import argparse
 import base64
 import contextlib
 import datetime
-import getpass
 import hashlib
-import http.client
 import json
 import os
-import socket
-import ssl
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -183,7 +178,10 @@ def save_cached(path: Path, server: str, user: str, credential: Credential) -> N
         "handedTo": [list(caller) for caller in credential.handed_to[-MAX_CALLERS:]],
     }
     # Written whole under a new name (created 0600), then renamed over the old one.
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+    temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        temporary.unlink()  # left by a plugin that died here with the same process id
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f)
@@ -214,64 +212,6 @@ def forget_cached(server: str | None, user: str | None) -> list[Path]:
     return removed
 
 
-# Talking to the proxy.
-
-
-class _Connection(http.client.HTTPSConnection):
-    """HTTPS with the cluster's CA, and its tls-server-name when it has one."""
-
-    def __init__(self, cluster: Cluster) -> None:
-        parts = urlsplit(cluster.server)
-        assert parts.hostname
-        if cluster.ca_pem:
-            try:
-                context = ssl.create_default_context(cadata=cluster.ca_pem)
-            except ssl.SSLError as e:
-                raise LoginError(f"the certificate authority is not a PEM CA file: {e}") from None
-        else:
-            context = ssl.create_default_context()
-        super().__init__(parts.hostname, parts.port or 443, timeout=TIMEOUT_SECONDS,
-                         context=context)  # fmt: skip
-        self._tls = context
-        self._server_name = cluster.server_name or parts.hostname
-
-    def connect(self) -> None:
-        sock = socket.create_connection((self.host, self.port), self.timeout)
-        self.sock = self._tls.wrap_socket(sock, server_hostname=self._server_name)
-
-
-def request_token(cluster: Cluster, user: str, password: str) -> tuple[int, dict[str, Any]]:
-    """POST the token request with Basic credentials; the status and the JSON answer."""
-    basic = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-    path = urlsplit(cluster.server).path.rstrip("/") + TOKEN_PATH
-    connection = _Connection(cluster)
-    try:
-        connection.request("POST", path, body=b"", headers={
-            "Authorization": f"Basic {basic}",
-            "Accept": "application/json",
-            "User-Agent": f"{COMMAND}/python",
-        })  # fmt: skip
-        response = connection.getresponse()
-        body = response.read(1024 * 1024)
-        retry_after = response.getheader("Retry-After")
-    except ssl.SSLCertVerificationError as e:
-        raise LoginError(f"{cluster.server}: the server's certificate is not trusted: "
-                         f"{e.verify_message}") from None  # fmt: skip
-    except (OSError, http.client.HTTPException) as e:
-        raise LoginError(f"{cluster.server}: {e}") from None
-    finally:
-        connection.close()
-    try:
-        answer = json.loads(body)
-    except ValueError:
-        answer = {}
-    if not isinstance(answer, dict):
-        answer = {}
-    if retry_after:
-        answer["retryAfter"] = retry_after
-    return response.status, answer
-
-
 def parse_credential(answer: dict[str, Any], now: float) -> Credential:
     status = answer.get("status")
     if answer.get("kind") != "ExecCredential" or not isinstance(status, dict):
@@ -292,6 +232,9 @@ def log_in(cluster: Cluster, user: str, info: ExecInfo, environ: dict[str, str])
     attempts = 1 if from_environment else PASSWORD_ATTEMPTS
     for attempt in range(1, attempts + 1):
         password = from_environment or ask_password(cluster, user, info)
+        # Only now: http.client and ssl take most of the plugin's start-up time.
+        from .login_transport import request_token
+
         status, answer = request_token(cluster, user, password)
         if status == 200:
             return parse_credential(answer, _now())
@@ -319,6 +262,8 @@ def ask_password(cluster: Cluster, user: str, info: ExecInfo) -> str:
             f"no password for {user}: set {PASSWORD_VARIABLE}, or let kubectl ask "
             "(interactiveMode: IfAvailable, with kubectl in a terminal)"
         )
+    import getpass  # only when asking: kubectl runs the plugin for every command
+
     try:
         password = getpass.getpass(f"Password for {user} at {cluster.server}: ")
     except (EOFError, KeyboardInterrupt):
