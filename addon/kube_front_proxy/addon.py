@@ -48,6 +48,7 @@ from .seam import (
     h2_goaway,
     http1_framing,
     http1_trailers,
+    lingering_close,
     listener,
     proxy_log,
     rapid_reset,
@@ -141,6 +142,7 @@ class K8sAuth:
         withheld_response.install()
         upstream_send.install()
         close_connection.install()
+        lingering_close.install()
         listener.install()
         default_addons.install()
 

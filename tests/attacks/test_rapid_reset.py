@@ -48,19 +48,19 @@ def settled_count(emulator: Emulator, marker: str) -> int:
 def test_rapid_resets_are_bounded_then_the_connection_goes(
     proxy: Proxy, emulator: Emulator
 ) -> None:
+    """All 500 pairs are written before anything is read, as a pipelining attacker does: the
+    GOAWAY comes after about 100, and the pairs after it must not be met with a TCP reset,
+    which would lose the GOAWAY (the proxy closed at once: no GOAWAY in 2 of 10 runs with a
+    CPU hog alongside; it lingers now: seam/lingering_close.py)."""
     client = h2_client(proxy)
-    sent = 0
     try:
-        with contextlib.suppress(OSError):  # the proxy closes the connection
-            for i in range(500):
-                client.reset(client.request("GET", f"/api/v1/pods?rapid-{i}", AUTH))
-                sent += 1
-        with contextlib.suppress(OSError, AssertionError):
-            client.wait(lambda: client.goaway is not None, timeout=10)
+        for i in range(500):
+            client.reset(client.request("GET", f"/api/v1/pods?rapid-{i}", AUTH))
+        client.wait(lambda: client.goaway is not None, timeout=10)
     finally:
         client.close()
     reached = settled_count(emulator, "rapid-")
-    print(f"sent {sent} pairs, {reached} reached the API server, GOAWAY {client.goaway}")
+    print(f"{reached} reached the API server, GOAWAY {client.goaway}")
     assert client.goaway == ErrorCodes.ENHANCE_YOUR_CALM
     assert reached <= BOUND + 1
     assert "reset more than" in proxy.process.output()

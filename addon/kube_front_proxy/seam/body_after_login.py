@@ -16,8 +16,9 @@ stop mitmproxy reading, so:
   while a request with a body to come is decided (hooks, upstream connection), its client
   connection is not read. A request the hook answered gets no `100`, and its answer at once:
   over HTTP/1 with `Connection: close`, and the connection is closed (the body is never
-  parsed); over HTTP/2 the stream is reset with CANCEL after the answer (RFC 9113 8.1), and
-  DATA still in flight is dropped by h2 on arrival.
+  parsed; lingering_close.py: the client still reads the answer while it sends on); over
+  HTTP/2 the stream is reset with CANCEL after the answer (RFC 9113 8.1), and DATA still in
+  flight is dropped by h2 on arrival.
 - the client's read loop is held (read_holds.py) while one of its requests is decided, so TCP
   pushes back on the client as nginx's does.
 """
@@ -37,7 +38,7 @@ from mitmproxy.proxy.layers.http._events import (
     ResponseProtocolError,
 )
 
-from . import pin, read_holds, replace
+from . import lingering_close, pin, read_holds, replace
 from .read_holds import holds
 
 _Commands = Generator[commands.Command, Any, None]
@@ -57,6 +58,7 @@ def _answer_unread(stream: HttpStream) -> _Commands:
     http2 = stream.flow.request.is_http2
     if not http2:
         stream.flow.response.headers["connection"] = "close"
+        lingering_close.after_final_answer(stream.context.client)
     # The request ends where it stands: mitmproxy's own path for a request a hook answered
     # (request, responseheaders and response hooks, then the answer) runs from here.
     yield from stream.state_consume_request_body(RequestEndOfMessage(stream.stream_id))

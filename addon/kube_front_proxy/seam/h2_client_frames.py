@@ -14,9 +14,10 @@ Corrected here, for client connections only (the upstream is the API server):
   max_request_head_bytes`; clients such as Go's refuse to send a larger head);
 - `FrameMeter` (`h2_frames.py`) reads each frame header as it arrives: a frame over 16 KiB is
   refused at its header (GOAWAY FRAME_SIZE_ERROR), a header block still open past the request
-  head limit as soon as it passes it (GOAWAY ENHANCE_YOUR_CALM); the connection is closed, as
-  RFC 9113 10.5.1 allows (a block cannot be skipped without decoding it). A complete block
-  goes on to the h2 stack and the request head limit (a 431 Status for that stream).
+  head limit as soon as it passes it (GOAWAY ENHANCE_YOUR_CALM); the connection is closed
+  (lingering_close.py: the client still reads the GOAWAY while it sends on), as RFC 9113 10.5.1
+  allows (a block cannot be skipped without decoding it). A complete block goes on to the h2
+  stack and the request head limit (a 431 Status for that stream).
 
 No public hook runs before a request's headers are complete: `requestheaders` sees a decoded
 request, and the client's bytes reach addons only as messages.
@@ -32,6 +33,7 @@ from mitmproxy.proxy.layers.http._http_h2 import BufferedH2Connection
 
 from .. import seam
 from ..h2_frames import FrameMeter
+from . import lingering_close
 
 # The protocol's default and smallest SETTINGS_MAX_FRAME_SIZE (RFC 9113 6.5.2).
 MAX_FRAME_SIZE = 2**14
@@ -59,6 +61,7 @@ def _measured_handle_event(self: Http2Server, event: events.Event) -> CommandGen
     elif isinstance(event, events.DataReceived) and isinstance(self.h2_conn, ClientH2Connection):
         refusal = self.h2_conn.meter.feed(event.data)
         if refusal:
+            lingering_close.after_final_answer(self.conn)
             yield from self.protocol_error(refusal.message, refusal.error_code)
             return
     yield from seam.original(Http2Server, "_handle_event")(self, event)

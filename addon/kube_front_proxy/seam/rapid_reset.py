@@ -8,8 +8,9 @@ counts nothing of the kind, and no hook sees a reset before the request has been
 of its connection's budget of `limits.http2_resets_per_minute` (the seam policy's
 `http2_resets_per_minute` when the connection's first reset comes; a token bucket: that many at
 once at most, refilled evenly over a minute). Once the budget is spent, the client gets GOAWAY
-with ENHANCE_YOUR_CALM and the connection is closed, which also cancels what it had in flight
-upstream; as Netty's Http2MaxRstFrameDecoder does (200 per 30 s by default).
+with ENHANCE_YOUR_CALM and the connection is closed (lingering_close.py: the client still reads
+the GOAWAY while it sends on), which also cancels what it had in flight upstream; as Netty's
+Http2MaxRstFrameDecoder does (200 per 30 s by default).
 
 A request whose stream was reset while its upstream connection was being opened is not
 forwarded either: mitmproxy looks for a reset after each hook, not after connecting, and with
@@ -31,7 +32,7 @@ from mitmproxy.proxy import commands
 from mitmproxy.proxy.layers.http._http2 import Http2Server, StreamState
 
 from .. import seam
-from . import original, pin, replace
+from . import lingering_close, original, pin, replace
 
 
 class ResetBudget:
@@ -83,6 +84,7 @@ def _limited_handle_h2_event(self: Http2Server, event: h2.events.Event) -> _Comm
             budget = _budgets[self] = ResetBudget(seam.policy.http2_resets_per_minute)
         if not budget.spend():
             message = f"client reset more than {budget.per_minute} streams in a minute"
+            lingering_close.after_final_answer(self.conn)
             yield from self.protocol_error(message, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
             return True
         # When END_STREAM and RST_STREAM arrive in one read, mitmproxy forgets the stream at

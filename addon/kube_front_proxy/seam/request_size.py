@@ -11,6 +11,9 @@ mitmproxy's own checks sit, with the seam policy's `max_request_head_bytes` and
   with a 413 Status before the body is read or anything goes upstream; a chunked body is kept
   (at most the limit) while it arrives and refused once it passes the limit, by mitmproxy's own
   body_size_limit refusal (copied: `_refuse_body`). Responses keep mitmproxy's own handling.
+
+Over HTTP/1 both answers close the connection while the client may still be sending: the close
+lingers (lingering_close.py), so that the answer is not lost to a TCP reset.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from mitmproxy.proxy.layers.http._http1 import Http1Server
 
 from .. import seam
 from ..request_limits import body_too_large, head_too_large, head_too_large_response
-from . import original, replace
+from . import lingering_close, original, replace
 
 _Commands = Generator[commands.Command, Any, Any]
 
@@ -37,6 +40,7 @@ def _read_headers(self: Http1Server, event: events.ConnectionEvent) -> _Commands
     limit = seam.policy.max_request_head_bytes
     if isinstance(event, events.DataReceived) and head_too_large(bytes(self.buf), limit):
         yield commands.Log(f"request refused: head over {limit} bytes")
+        lingering_close.after_final_answer(self.conn)
         yield commands.SendData(self.conn, head_too_large_response())
         yield commands.CloseConnection(self.conn)
         self.state = self.done
@@ -73,6 +77,9 @@ def _refuse_body(stream: HttpStream, limit: int) -> layer.CommandGenerator[bool]
         # Refused before its requestheaders hook: let the addons (audit, labels) see it.
         yield HttpRequestHeadersHook(stream.flow)
     message = f"request body over {limit} bytes"
+    if not stream.flow.request.is_http2:
+        # mitmproxy answers and closes the connection (HTTP/2: resets the stream).
+        lingering_close.after_final_answer(stream.context.client)
     stream.flow.error = mflow.Error(message)
     yield HttpErrorHook(stream.flow)
     yield SendHttp(
