@@ -342,7 +342,10 @@ def main() -> int:
             "--set", f"ssl_verify_upstream_trusted_ca={pki / 'ca.crt'}", *mitm_common]  # fmt: skip
 
     def ours(checkout: Path, port: int, redis: int | None = None) -> list[str]:
-        return [str(BIN / "mitmdump"), "-s", str(checkout / "addon/k8s_auth.py"),
+        # mitmproxy opens its default listener (port 8080) before the addon replaces it: any
+        # free port instead, or a mitmdump starting elsewhere on the machine makes it fail.
+        return [str(BIN / "mitmdump"), "--mode", "regular@0",
+                "-s", str(checkout / "addon/k8s_auth.py"),
                 "--set", f"k8s_auth_config={config(port, redis)}", *mitm_common]  # fmt: skip
 
     # name -> (port, Authorization, the process serving it)
@@ -397,8 +400,6 @@ def main() -> int:
         groups = {}
         for key, command in commands.items():
             groups[key] = stack.enter_context(process(command, work / f"{key}.out")).pid
-            # One at a time: each mitmdump opens mitmproxy's default listener (port 8080)
-            # before the addon replaces it, and two at once would collide there.
             wait_port(ports[key])
         cold = [first_request_ms(ports["proxy"], u, "pw", pki / "proxy-ca.crt") for u in cold_users]
         # Warm-up: fills the credential cache and the connection pools.
