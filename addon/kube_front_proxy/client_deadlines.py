@@ -46,13 +46,14 @@ class ClientDeadlines:
     ) -> None:
         self.timeouts = timeouts
         self._clock = clock
-        # client id -> (deadline, what has to happen by then)
-        self._deadlines: dict[str, tuple[float, str]] = {}
+        # client id -> (deadline, what has to happen by then, within how many seconds); the
+        # message is written only for a connection that is closed (this runs per request).
+        self._deadlines: dict[str, tuple[float, str, float]] = {}
         self._in_flight: dict[str, set[str]] = {}
         self._upgraded: set[str] = set()
 
     def _set(self, client_id: str, seconds: float, what: str) -> None:
-        self._deadlines[client_id] = (self._clock() + seconds, f"{what} within {seconds:g} s")
+        self._deadlines[client_id] = (self._clock() + seconds, what, seconds)
 
     def connected(self, client_id: str) -> None:
         self._set(client_id, self.timeouts.handshake, "TLS handshake")
@@ -70,9 +71,12 @@ class ClientDeadlines:
     ) -> None:
         if upgraded:
             self._upgraded.add(client_id)
-        in_flight = self._in_flight.get(client_id, set())
-        in_flight.discard(flow_id)
-        if in_flight or client_id in self._upgraded:
+        in_flight = self._in_flight.get(client_id)
+        if in_flight is not None:
+            in_flight.discard(flow_id)
+            if in_flight:
+                return
+        if client_id in self._upgraded:
             return
         self._in_flight.pop(client_id, None)
         if logged_in:
@@ -88,7 +92,11 @@ class ClientDeadlines:
     def expired(self) -> list[tuple[str, str]]:
         """The connections past their deadline, with what they failed to do; forgotten."""
         now = self._clock()
-        late = [(cid, what) for cid, (due, what) in self._deadlines.items() if due <= now]
+        late = [
+            (cid, f"{what} within {seconds:g} s")
+            for cid, (due, what, seconds) in self._deadlines.items()
+            if due <= now
+        ]
         for client_id, _ in late:
             self.forget(client_id)
         return late

@@ -19,28 +19,29 @@ this proxy that changes a request after requestheaders must seal it again.
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from mitmproxy import http
 
 # Not sealed: Host is part of the destination, which the router sets and upstream_retry changes;
 # Expect is removed by mitmproxy itself once it has answered `100 Continue`.
 _UNSEALED = frozenset((b"host", b"expect"))
+_HEAD_PARTS = ("method", "path", "http_version", "headers")
+
+_Head = tuple[bytes, bytes, bytes, tuple[tuple[bytes, bytes], ...]]
 
 
-@dataclass(frozen=True)
-class _Seal:
-    method: str
-    path: str
-    http_version: str
-    fields: tuple[tuple[bytes, bytes], ...]
+class _Seal(NamedTuple):
+    head: _Head
     body: bytes | None = None
     body_sealed: bool = False
 
 
-def _seal(request: http.Request) -> _Seal:
-    fields = tuple(f for f in request.headers.fields if f[0].lower() not in _UNSEALED)
-    return _Seal(request.method, request.path, request.http_version, fields)
+def _head(request: http.Request) -> _Head:
+    """The sealed part of the head, as the raw bytes mitmproxy writes upstream."""
+    data = request.data
+    fields = tuple(f for f in data.headers.fields if f[0].lower() not in _UNSEALED)
+    return data.method, data.path, data.http_version, fields
 
 
 class Ledger:
@@ -51,30 +52,27 @@ class Ledger:
 
     def vouch(self, flow: http.HTTPFlow) -> None:
         """The request, as it stands, is what the proxy vouches for."""
-        self._seals[flow] = _seal(flow.request)
+        self._seals[flow] = _Seal(_head(flow.request))
 
     def body_read(self, flow: http.HTTPFlow) -> None:
         """mitmproxy has read the whole body of a request that is not streamed: seal it too."""
         seal = self._seals.get(flow)
         if seal is not None and not flow.request.stream:
-            self._seals[flow] = replace(seal, body=flow.request.raw_content, body_sealed=True)
+            self._seals[flow] = _Seal(seal.head, flow.request.raw_content, True)
 
     def changed(self, flow: http.HTTPFlow) -> str:
         """What differs from the seal ("" if nothing does)."""
         seal = self._seals.get(flow)
         if seal is None:
             return "the request was never vouched for"
-        now = _seal(flow.request)
-        different = [
-            name
-            for name in ("method", "path", "http_version", "fields")
-            if getattr(now, name) != getattr(seal, name)
-        ]
-        if seal.body_sealed and flow.request.raw_content != seal.body:
-            different.append("body")
-        if not different:
+        now = _head(flow.request)
+        body_changed = seal.body_sealed and flow.request.raw_content != seal.body
+        if now == seal.head and not body_changed:
             return ""
-        return "its " + ", ".join("headers" if d == "fields" else d for d in different)
+        different = [name for name, a, b in zip(_HEAD_PARTS, now, seal.head, strict=True) if a != b]
+        if body_changed:
+            different.append("body")
+        return "its " + ", ".join(different)
 
 
 ledger = Ledger()
