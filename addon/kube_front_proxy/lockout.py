@@ -119,19 +119,14 @@ class Lockout:
         self.store = store or memory_store(policy)
         self._clock = clock
         self._secret = secret or secrets.token_bytes(32)
-        p = policy
-        self._intervals = {
-            ADDRESS: DAY / p.per_address,
-            PAIR: DAY / p.per_user_and_address,
-            USER: DAY / p.per_user,
-            PAST_BUDGET: DAY / p.per_address_past_user_budget,
+        bursts = {
+            ADDRESS: policy.per_address,
+            PAIR: policy.per_user_and_address,
+            USER: policy.per_user,
+            PAST_BUDGET: policy.per_address_past_user_budget,
         }
-        self._bursts = {
-            ADDRESS: p.per_address,
-            PAIR: p.per_user_and_address,
-            USER: p.per_user,
-            PAST_BUDGET: p.per_address_past_user_budget,
-        }
+        # kind -> (its keys' first byte, interval, burst)
+        self._kinds = {kind: (bytes((kind,)), DAY / n, n) for kind, n in bursts.items()}
         self._groups: dict[tuple[bytes, Hashable], _Group] = {}
 
     def _user_id(self, user: str) -> bytes:
@@ -140,7 +135,8 @@ class Lockout:
         return hashlib.blake2b(raw, key=self._secret, digest_size=16).digest()
 
     def _budget(self, kind: int, rest: bytes) -> Budget:
-        return Budget(bytes((kind,)) + rest, self._intervals[kind], self._bursts[kind])
+        prefix, interval, burst = self._kinds[kind]
+        return Budget(prefix + rest, interval, burst)
 
     def _budgets(
         self, user: str | None, address: bytes
