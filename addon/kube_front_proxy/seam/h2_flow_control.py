@@ -170,7 +170,9 @@ def _settle(http_layer: HttpLayer) -> layer.CommandGenerator[None]:
 
 def _settled_http_layer(self: HttpLayer, event: events.Event) -> layer.CommandGenerator[None]:
     yield from seam.original(HttpLayer, "_handle_event")(self, event)
-    yield from _settle(self)
+    # Checked here, not only in _settle: this runs for every event of every connection.
+    if isinstance(_client_layer(self), Http2Server):
+        yield from _settle(self)
 
 
 def _bounded_h2(self: Http2Connection, event: events.Event) -> layer.CommandGenerator[None]:

@@ -38,7 +38,12 @@ _Commands = Generator[commands.Command, Any, Any]
 
 def _read_headers(self: Http1Server, event: events.ConnectionEvent) -> _Commands:
     limit = seam.policy.max_request_head_bytes
-    if isinstance(event, events.DataReceived) and head_too_large(bytes(self.buf), limit):
+    # len() first: a copy of the buffer per read only once it is over the limit.
+    if (
+        isinstance(event, events.DataReceived)
+        and len(self.buf) > limit
+        and head_too_large(bytes(self.buf), limit)
+    ):
         yield commands.Log(f"request refused: head over {limit} bytes")
         lingering_close.after_final_answer(self.conn)
         yield commands.SendData(self.conn, head_too_large_response())
