@@ -109,7 +109,7 @@ def _state_wait_for_request_headers(self: HttpStream, event: RequestHeaders) -> 
                 command = handled.send(reply)
             except StopIteration:
                 break
-            if _is_continue(command) and self.flow.response is not None:
+            if self.flow.response is not None and _is_continue(command):
                 reply = None  # refused: the body is not wanted
                 continue
             reply = yield command

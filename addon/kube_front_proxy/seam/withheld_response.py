@@ -80,8 +80,11 @@ def _revealing_send_response(self: HttpStream, already_streamed: bool = False) -
                 command = sending.send(reply)
             except StopIteration:
                 return
+            # `withheld` first: it is empty but while a token is answered, and the checks
+            # below ran for every command of every response.
             if (
-                isinstance(command, SendHttp)
+                withheld
+                and isinstance(command, SendHttp)
                 and isinstance(command.event, ResponseData)
                 and command.connection is self.context.client
             ):
@@ -89,4 +92,5 @@ def _revealing_send_response(self: HttpStream, already_streamed: bool = False) -
                 command = SendHttp(ResponseData(command.event.stream_id, data), command.connection)
             reply = yield command
     finally:
-        withheld.forget(flow)
+        if withheld:
+            withheld.forget(flow)
