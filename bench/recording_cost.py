@@ -6,7 +6,7 @@ Times, in this process, the work the addon's hooks do for session recording on o
 request (a GET: `requestheaders` and `response`) and on one message of an upgraded connection
 that is not a recorded session (a WebSocket watch), with recording off and on. The figures are
 the best of several timeit runs, in nanoseconds; compare them with what one request costs the
-proxy in all (about 3,400,000 ns of CPU at 290 requests/s on one core, README "Performance").
+proxy in all (about 3,400,000 ns of CPU at 290 requests/s on one core, docs/performance.md).
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ def test_saved_flows_carry_identity_and_no_secret(
     assert sorted(fl.metadata["k8s_claimed_user"] for fl in refused) == ["alice", "sha1-user"]
     assert {fl.metadata["k8s_refused"] for fl in refused} == {"wrong password"}
 
-    # The README's filter recipe, on the saved file.
+    # The filter recipe of docs/operations.md (Flows), on the saved file.
     out = subprocess.run(
         [str(Path(sys.executable).parent / "mitmdump"), "-nr", str(flows_file),
          "--set", "flow_detail=1", '~meta "k8s_user: alice$"'],

@@ -1,6 +1,6 @@
 """Large bodies and watch events pass through the proxy without piling up in it.
 
-bench/streams.py measures the same with 200 MB and prints the figures the README quotes.
+bench/streams.py measures the same with 200 MB and prints the figures docs/performance.md quotes.
 """
 
 from __future__ import annotations

@@ -74,7 +74,7 @@ async def greedy(
     return counts
 
 
-# The figures the README states (Security figures): guesses checked in the first, second and
+# The figures docs/security.md states (Security figures): guesses checked in the first, second and
 # third day of a greedy attack. N at once, then N a day: 2N - 1 in the first 24 h.
 async def test_budget_per_address_per_day() -> None:
     clock = Clock()

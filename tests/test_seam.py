@@ -66,14 +66,14 @@ def test_replace_twice_never_wraps_twice() -> None:
     _forget(module)
 
 
-def test_the_readme_lists_every_patch() -> None:
+def test_the_docs_list_every_patch() -> None:
     listed = subprocess.run(
         [sys.executable, "-m", "kube_front_proxy.seam", "--markdown"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("<!-- seam patches: begin -->\n", 1)[1].split("<!-- seam patches")[0]
-    assert section == listed, "README: paste `python -m kube_front_proxy.seam --markdown`"
+    docs = (REPO / "docs" / "development.md").read_text()
+    section = docs.split("<!-- seam patches: begin -->\n", 1)[1].split("<!-- seam patches")[0]
+    assert section == listed, "docs/development.md: paste `kube_front_proxy.seam --markdown`"
 
 
 def test_the_installed_mitmproxy_matches_every_patch() -> None:

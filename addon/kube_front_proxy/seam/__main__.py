@@ -1,5 +1,6 @@
 """Print every registered mitmproxy patch with its target's current fingerprint; with
---markdown, the list of patch modules for the README (what each corrects, what it replaces)."""
+--markdown, the list of patch modules for docs/development.md (what each corrects, what it
+replaces)."""
 
 from __future__ import annotations
 
