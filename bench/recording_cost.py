@@ -21,7 +21,7 @@ from mitmproxy.test import tflow
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "addon"))
 
-from kube_front_proxy.sessions import Sessions
+from kube_front_proxy.sessions.tracking import Sessions
 
 NUMBER = 20_000
 

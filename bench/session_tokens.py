@@ -26,11 +26,11 @@ sys.path.insert(0, str(REPO / "addon"))
 sys.path.insert(0, str(REPO / "certs"))
 
 import devpki  # noqa: E402
-from kube_front_proxy.authentication import Login  # noqa: E402
-from kube_front_proxy.identity import Identity  # noqa: E402
-from kube_front_proxy.runtime import build_runtime  # noqa: E402
-from kube_front_proxy.session_tokens import MAX_VERIFIED, Basis  # noqa: E402
-from kube_front_proxy.token_endpoint import TOKEN_PATH, answer  # noqa: E402
+from kube_front_proxy.authn.login import Login  # noqa: E402
+from kube_front_proxy.authn.session_tokens import MAX_VERIFIED, Basis  # noqa: E402
+from kube_front_proxy.authn.token_endpoint import TOKEN_PATH, answer  # noqa: E402
+from kube_front_proxy.config.runtime import build_runtime  # noqa: E402
+from kube_front_proxy.identity.headers import Identity  # noqa: E402
 from tests.e2e import basic_header  # noqa: E402
 from tests.support import htpasswd_add, proxy_config, write_yaml  # noqa: E402
 

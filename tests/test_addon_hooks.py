@@ -17,7 +17,7 @@ from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow
 
 from kube_front_proxy.addon import K8sAuth
-from kube_front_proxy.trust_gate import CLIENT_MESSAGE
+from kube_front_proxy.upstream.trust_gate import CLIENT_MESSAGE
 
 from .support import htpasswd_add, proxy_config, write_yaml
 
@@ -31,7 +31,8 @@ UNAUTHORIZED = (
 def addon(tmp_path: Path, pki: Path) -> Iterator[K8sAuth]:
     htpasswd_add(tmp_path / "htpasswd", "alice", "alice-pw", "apr1")
     write_yaml(tmp_path / "users.yaml", {"users": {"alice": {"groups": ["dev"]}}})
-    # No API server here for the cluster trust check (trust_gate.py): the gate is tested below.
+    # No API server here for the cluster trust check (upstream/trust_gate.py): the gate is tested
+    # below.
     settings = proxy_config(pki, 6443, 18443, upstream={"check_cluster_trust": False})
     config = write_yaml(tmp_path / "config.yaml", settings)
     k8s_auth = K8sAuth()
@@ -63,8 +64,8 @@ async def test_login_sets_identity_and_strips_spoofing(addon: K8sAuth) -> None:
         (b"Accept", b"*/*"),
         (b"X-Remote-User", b"alice"),
         (b"X-Remote-Group", b"dev"),
-        (b"X-Forwarded-For", b"127.0.0.1"),  # the TCP peer (client_address.py)
-        (b"Host", b"127.0.0.1:6443"),  # the chosen API server (routing.py)
+        (b"X-Forwarded-For", b"127.0.0.1"),  # the TCP peer (client/address.py)
+        (b"Host", b"127.0.0.1:6443"),  # the chosen API server (upstream/routing.py)
     )
     assert flow.metadata == {
         "k8s_user": "alice",

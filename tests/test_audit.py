@@ -22,7 +22,9 @@ import pytest
 from kubernetes.client import V1Status, V1UserInfo
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
-from kube_front_proxy.audit import (
+from kube_front_proxy.authn.credentials import parse_basic
+from kube_front_proxy.identity.headers import Identity
+from kube_front_proxy.observe.audit import (
     AUTHENTICATOR_ANNOTATION,
     LOGIN_REFUSED_ANNOTATION,
     AuditEvent,
@@ -30,8 +32,6 @@ from kube_front_proxy.audit import (
     Stage,
     micro_time,
 )
-from kube_front_proxy.basic_auth import parse_basic
-from kube_front_proxy.identity import Identity
 from kube_front_proxy.status import status_body
 
 # metav1.MicroTime as JSON: RFC3339Micro = "2006-01-02T15:04:05.000000Z07:00", always UTC.

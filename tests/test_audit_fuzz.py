@@ -10,9 +10,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kube_front_proxy.audit import AuditEvent
-from kube_front_proxy.identity import Identity
-from kube_front_proxy.request_info import RequestInfoError, parse_request_info
+from kube_front_proxy.identity.headers import Identity
+from kube_front_proxy.observe.audit import AuditEvent
+from kube_front_proxy.observe.request_info import RequestInfoError, parse_request_info
 
 from .test_audit import validate
 

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import pytest
 
-from kube_front_proxy.request_info import (
+from kube_front_proxy.observe.request_info import (
     RequestInfo,
     RequestInfoError,
     is_long_running,

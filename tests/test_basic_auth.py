@@ -4,7 +4,7 @@ import base64
 
 import pytest
 
-from kube_front_proxy.basic_auth import (
+from kube_front_proxy.authn.credentials import (
     WEBSOCKET_BEARER_PREFIX,
     BearerToken,
     Credentials,

@@ -1,4 +1,5 @@
-"""Logging in with a client certificate (client_certs.py), alone and in the authenticator order."""
+"""Logging in with a client certificate (authn/client_certs.py), alone and in the authenticator
+order."""
 
 from __future__ import annotations
 
@@ -14,12 +15,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
 from devpki import CertKey, issue, make_ca
-from kube_front_proxy.authentication import Login
-from kube_front_proxy.client_certs import CertificateRejected, ClientCertAuthenticator
-from kube_front_proxy.credential_cache import CredentialCache
-from kube_front_proxy.htpasswd import Htpasswd
-from kube_front_proxy.identity import HeaderNames, IdentityHeaderWriter
-from kube_front_proxy.lockout import Lockout, LockoutPolicy
+from kube_front_proxy.authn.client_certs import CertificateRejected, ClientCertAuthenticator
+from kube_front_proxy.authn.credential_cache import CredentialCache
+from kube_front_proxy.authn.htpasswd import Htpasswd
+from kube_front_proxy.authn.lockout import Lockout, LockoutPolicy
+from kube_front_proxy.authn.login import Login
+from kube_front_proxy.identity.headers import HeaderNames, IdentityHeaderWriter
 
 from .e2e import ALICE_PASSWORD, Emulator, basic_header, start_proxy_for, write_users
 from .support import KUBECTL, write_yaml
@@ -162,7 +163,7 @@ async def test_a_bad_certificate_alone_is_refused_but_never_locks_out(tmp_path: 
 async def test_an_unreadable_chain_refuses_the_request_even_with_a_password(
     tmp_path: Path,
 ) -> None:
-    """As Go's TLS refuses the handshake of a chain it cannot parse (peer_certificates.py)."""
+    """As Go's TLS refuses the handshake of a chain it cannot parse (authn/peer_certificates.py)."""
     proxy_login = login(tmp_path, ("x509", "htpasswd"))
     basic = [basic_header("alice", ALICE_PASSWORD)[1]]
     for _ in range(3):

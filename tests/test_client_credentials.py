@@ -6,9 +6,9 @@ import logging
 
 from mitmproxy.test import tutils
 
-from kube_front_proxy.basic_auth import WEBSOCKET_BEARER_PREFIX
-from kube_front_proxy.client_credentials import drop_trailers, take_credentials
-from kube_front_proxy.quoted_bytes import WithholdQuotedBytes, withhold_bytes
+from kube_front_proxy.authn.credentials import WEBSOCKET_BEARER_PREFIX
+from kube_front_proxy.authn.take_credentials import drop_trailers, take_credentials
+from kube_front_proxy.observe.quoted_bytes import WithholdQuotedBytes, withhold_bytes
 
 TOKEN = WEBSOCKET_BEARER_PREFIX + "c2VjcmV0"
 

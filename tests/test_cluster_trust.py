@@ -14,10 +14,10 @@ import pytest
 from cryptography import x509
 
 import devpki
-from kube_front_proxy.cluster_trust import FRONT_PROXY_OFF, TrustDataError, mismatches
-from kube_front_proxy.cluster_trust_check import CHECK_USER, Verdict
-from kube_front_proxy.identity import HeaderNames
-from kube_front_proxy.runtime import Runtime, build_runtime
+from kube_front_proxy.config.runtime import Runtime, build_runtime
+from kube_front_proxy.identity.headers import HeaderNames
+from kube_front_proxy.upstream.trust import FRONT_PROXY_OFF, TrustDataError, mismatches
+from kube_front_proxy.upstream.trust_check import CHECK_USER, Verdict
 
 from .conftest_emulator import kubeadm_config
 from .emulator import EmulatorServer

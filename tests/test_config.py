@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from kube_front_proxy.errors import ConfigError
-from kube_front_proxy.runtime import build_runtime
+from kube_front_proxy.config.errors import ConfigError
+from kube_front_proxy.config.runtime import build_runtime
 
 from .support import htpasswd_add, proxy_config, write_yaml
 

@@ -6,7 +6,7 @@ import socket
 import ssl
 from pathlib import Path
 
-from kube_front_proxy.connection_limits import ConnectionLimits
+from kube_front_proxy.client.connection_limits import ConnectionLimits
 
 from .e2e import Emulator, basic_header, password_of, start_proxy_for
 from .support import wait_until

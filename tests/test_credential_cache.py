@@ -7,7 +7,7 @@ import pickle
 import threading
 import time
 
-from kube_front_proxy.credential_cache import CredentialCache
+from kube_front_proxy.authn.credential_cache import CredentialCache
 
 
 class Clock:

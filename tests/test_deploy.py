@@ -20,8 +20,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from kube_front_proxy.config import load_settings
-from kube_front_proxy.runtime import build_runtime
+from kube_front_proxy.config.runtime import build_runtime
+from kube_front_proxy.config.settings import load_settings
 
 from .support import BIN, KUBECTL, REPO, htpasswd_add
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kube_front_proxy.runtime import build_runtime
+from kube_front_proxy.config.runtime import build_runtime
 
 from .conftest import REPO
 
@@ -107,3 +107,34 @@ def test_the_readme_s_minimal_production_config_loads(pki: Path, tmp_path: Path)
     assert s.metrics_listen == ("127.0.0.1", 9095)
     assert s.audit is not None and s.audit.path == tmp_path / "var/log/kube-front-proxy/audit.log"
     assert runtime.login.identities["alice"].groups == ("developers",)
+
+
+def _layout_block() -> list[str]:
+    text = (REPO / "docs" / "development.md").read_text()
+    start = text.index("```\naddon/k8s_auth.py")
+    return text[start : text.index("```", start + 3)].splitlines()
+
+
+def test_the_layout_names_every_module_under_its_package() -> None:
+    """docs/development.md's tree is the map a newcomer walks: a module added, moved or renamed
+    without it fails here (seam/'s modules are in the generated patch list instead)."""
+    package = REPO / "addon" / "kube_front_proxy"
+    listed: set[str] = set()
+    room = ""
+    for line in _layout_block():
+        indent = len(line) - len(line.lstrip())
+        first = line.strip().split("  ")[0]
+        if indent == 2 and first.endswith("/"):
+            room = first
+        elif indent == 2:
+            room = ""
+        if indent in (2, 4):
+            names = re.findall(r"[a-z_0-9]+\.py", first)
+            listed |= {room + n if indent == 4 else n for n in names}
+    actual = {
+        str(p.relative_to(package))
+        for p in package.rglob("*.py")
+        if p.name not in ("__init__.py", "__main__.py") and p.parent.name != "seam"
+    }
+    assert sorted(actual - listed) == [], "modules missing from docs/development.md's layout"
+    assert sorted(listed - actual) == [], "docs/development.md's layout names modules that are gone"

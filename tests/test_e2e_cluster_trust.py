@@ -1,7 +1,7 @@
 """End to end: at start-up the proxy reads kube-system/extension-apiserver-authentication from
 the API server (the emulator publishes it from its flags, as kube-apiserver does) and logs each
 difference with its own settings. It serves only when none would cost users their identity
-(trust_gate.py); tests/attacks/test_identity_config.py attacks the rest."""
+(upstream/trust_gate.py); tests/attacks/test_identity_config.py attacks the rest."""
 
 from __future__ import annotations
 

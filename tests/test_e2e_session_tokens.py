@@ -271,7 +271,7 @@ def test_an_expired_token_is_replaced_before_kubectl_sends_it(
     assert [who for _, who, _ in issued(own)] == ["alice", "alice"]
     # kubectl asked the plugin again in time: the proxy never saw the expired token.
     assert "login refused" not in own.process.output()
-    # The expired one is refused (as such: no lock-out charge, session_tokens.py).
+    # The expired one is refused (as such: no lock-out charge, authn/session_tokens.py).
     time.sleep(max(0.0, first["expiresAt"] - time.time()))
     status, _, _ = own.raw("GET", "/api", [("Authorization", f"Bearer {first['token']}")])
     assert status == 401 and "session token expired" in own.process.output()

@@ -17,11 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mitmproxy.http import Headers
 
-from kube_front_proxy.basic_auth import Credentials, MalformedCredentials, parse_basic
-from kube_front_proxy.config import FileRef
-from kube_front_proxy.errors import ConfigError
-from kube_front_proxy.identity import HeaderNames, Identity, IdentityHeaderWriter
-from kube_front_proxy.users import header_value_problem, load_users
+from kube_front_proxy.authn.credentials import Credentials, MalformedCredentials, parse_basic
+from kube_front_proxy.authn.users import header_value_problem, load_users
+from kube_front_proxy.config.errors import ConfigError
+from kube_front_proxy.config.settings import FileRef
+from kube_front_proxy.identity.headers import HeaderNames, Identity, IdentityHeaderWriter
 from tests.emulator.requestheader import RequestHeaderAuthenticator
 
 # Values a header can carry unchanged: what users.yaml accepts.

@@ -17,9 +17,9 @@ from joserfc.jwk import RSAKey
 from mitmproxy import http
 from mitmproxy.net.http import http1
 
-from kube_front_proxy.authentication import Rejected, checked
-from kube_front_proxy.identity import Identity, IdentityHeaderWriter
-from kube_front_proxy.oidc import OidcAuthenticator, TokenRejected
+from kube_front_proxy.authn.login import Rejected, checked
+from kube_front_proxy.authn.oidc import OidcAuthenticator, TokenRejected
+from kube_front_proxy.identity.headers import Identity, IdentityHeaderWriter
 
 from .test_fuzz import NAMES, parsed
 from .test_oidc import load

@@ -16,9 +16,9 @@ from h2.errors import ErrorCodes
 from hyperframe.frame import ContinuationFrame, DataFrame, Frame, HeadersFrame
 
 from kube_front_proxy import seam
-from kube_front_proxy.config import load_settings
-from kube_front_proxy.errors import ConfigError
-from kube_front_proxy.h2_frames import PREFACE, FrameMeter
+from kube_front_proxy.client.h2_frames import PREFACE, FrameMeter
+from kube_front_proxy.config.errors import ConfigError
+from kube_front_proxy.config.settings import load_settings
 from kube_front_proxy.seam.h2_flow_control import UpstreamH2Connection, must_pause
 
 from .support import proxy_config, write_yaml

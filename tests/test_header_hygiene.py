@@ -1,11 +1,11 @@
-"""header_hygiene.py without a proxy: Go's rules for request heads, and origin-form."""
+"""client/header_hygiene.py without a proxy: Go's rules for request heads, and origin-form."""
 
 from __future__ import annotations
 
 import pytest
 from mitmproxy.test import tutils
 
-from kube_front_proxy.header_hygiene import (
+from kube_front_proxy.client.header_hygiene import (
     BAD_HEADER_VALUE,
     BAD_METHOD,
     BAD_TARGET,

@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from kube_front_proxy.metrics import Metrics
+from kube_front_proxy.observe.metrics import Metrics
 
 from .e2e import Emulator, start_proxy_for
 from .support import free_port

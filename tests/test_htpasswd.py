@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from kube_front_proxy.config import FileRef
-from kube_front_proxy.errors import ConfigError
-from kube_front_proxy.htpasswd import Htpasswd
+from kube_front_proxy.authn.htpasswd import Htpasswd
+from kube_front_proxy.config.errors import ConfigError
+from kube_front_proxy.config.settings import FileRef
 
 from .support import HTPASSWD_FLAGS, htpasswd_add
 

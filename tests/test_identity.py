@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from mitmproxy.http import Headers
 
-from kube_front_proxy.identity import (
+from kube_front_proxy.identity.headers import (
     HeaderNames,
     Identity,
     IdentityHeaderWriter,

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from mitmproxy import http
 
-from kube_front_proxy.config import load_settings
-from kube_front_proxy.errors import ConfigError
-from kube_front_proxy.service_account import PLACEHOLDER, TokenInjector
+from kube_front_proxy.config.errors import ConfigError
+from kube_front_proxy.config.settings import load_settings
+from kube_front_proxy.identity.service_account import PLACEHOLDER, TokenInjector
 
 from .e2e import (
     ALICE,

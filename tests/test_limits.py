@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from kube_front_proxy.config import load_settings
-from kube_front_proxy.errors import ConfigError
-from kube_front_proxy.request_limits import body_too_large, head_too_large
+from kube_front_proxy.client.request_limits import body_too_large, head_too_large
+from kube_front_proxy.config.errors import ConfigError
+from kube_front_proxy.config.settings import load_settings
 
 from .e2e import Emulator, Proxy, basic_header, password_of
 from .support import proxy_config, write_yaml

@@ -9,7 +9,7 @@ import ssl
 
 from mitmproxy.test import tutils
 
-from kube_front_proxy.request_limits import http2_head_size
+from kube_front_proxy.client.request_limits import http2_head_size
 
 from .e2e import Emulator, Proxy, basic_header, password_of
 from .h2client import H2Client

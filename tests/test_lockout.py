@@ -1,4 +1,4 @@
-"""Brute-force limits (lockout.py), driven with a fake clock: the budgets an attacker gets per
+"""Brute-force limits (authn/lockout.py), driven with a fake clock: the budgets an attacker gets per
 day, and that they cannot be used to lock a user out or be reset. The attacks against the real
 proxy are in tests/attacks/test_lockout_abuse.py."""
 
@@ -9,8 +9,8 @@ import tracemalloc
 from collections.abc import Hashable, Sequence
 from pathlib import Path
 
-from kube_front_proxy.counter_store import MemoryCounterStore
-from kube_front_proxy.lockout import DAY, Lockout, LockoutPolicy, address_of
+from kube_front_proxy.authn.counter_store import MemoryCounterStore
+from kube_front_proxy.authn.lockout import DAY, Lockout, LockoutPolicy, address_of
 
 from .e2e import basic_header, password_of, start_emulator, start_proxy_for
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kube_front_proxy import login_client
-from kube_front_proxy.login_client import (
+from kube_front_proxy.login_plugin import cli
+from kube_front_proxy.login_plugin.cli import (
     Credential,
     ExecInfo,
     LoginError,
@@ -40,7 +40,7 @@ def test_cluster_info_from_kubectl() -> None:
     info = read_exec_info(exec_info(server="https://proxy:8443", **{
         "certificate-authority-data": ca, "tls-server-name": "kube-front-proxy"}))  # fmt: skip
     assert info.interactive
-    assert info.cluster == login_client.Cluster("https://proxy:8443", PEM, "kube-front-proxy")
+    assert info.cluster == cli.Cluster("https://proxy:8443", PEM, "kube-front-proxy")
     # Flags win over kubectl's cluster info.
     chosen = choose_cluster(info, "https://other:9443", None)
     assert (chosen.server, chosen.ca_pem) == ("https://other:9443", PEM)
@@ -66,7 +66,7 @@ def test_not_interactive_without_a_terminal() -> None:
     info = read_exec_info(exec_info(server="https://p"))
     info = ExecInfo(info.api_version, False, info.cluster)
     with pytest.raises(LoginError, match="set KUBE_FRONT_PROXY_PASSWORD"):
-        login_client.ask_password(choose_cluster(info, None, None), "alice", info)
+        cli.ask_password(choose_cluster(info, None, None), "alice", info)
 
 
 def test_freshness_leaves_a_margin() -> None:
@@ -81,21 +81,21 @@ def test_the_cache_is_private_and_per_server_and_user(
 ) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     credential = Credential("tok", 100.0, 1.0, ((12, 34),))
-    path = login_client.cache_file("https://a:1", "alice")
-    login_client.save_cached(path, "https://a:1", "alice", credential)
+    path = cli.cache_file("https://a:1", "alice")
+    cli.save_cached(path, "https://a:1", "alice", credential)
     assert path.parent == tmp_path / ".kube" / "cache" / "kube-front-proxy"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    assert login_client.load_cached(path, "https://a:1", "alice") == credential
-    assert login_client.load_cached(path, "https://a:1", "bob") is None
-    assert login_client.cache_file("https://a:1", "bob") != path
-    assert login_client.cache_file("https://b:1", "alice") != path
-    other = login_client.cache_file("https://b:1", "bob")
-    login_client.save_cached(other, "https://b:1", "bob", credential)
-    assert login_client.forget_cached("https://a:1", None) == [path]
-    assert login_client.forget_cached(None, None) == [other]
+    assert cli.load_cached(path, "https://a:1", "alice") == credential
+    assert cli.load_cached(path, "https://a:1", "bob") is None
+    assert cli.cache_file("https://a:1", "bob") != path
+    assert cli.cache_file("https://b:1", "alice") != path
+    other = cli.cache_file("https://b:1", "bob")
+    cli.save_cached(other, "https://b:1", "bob", credential)
+    assert cli.forget_cached("https://a:1", None) == [path]
+    assert cli.forget_cached(None, None) == [other]
     path.parent.joinpath("broken.json").write_text("{")
-    assert login_client.load_cached(path.parent / "broken.json", "https://a:1", "alice") is None
+    assert cli.load_cached(path.parent / "broken.json", "https://a:1", "alice") is None
 
 
 def test_the_kubeconfig_holds_the_plugin_and_no_secret(tmp_path: Path) -> None:
@@ -107,7 +107,7 @@ def test_the_kubeconfig_holds_the_plugin_and_no_secret(tmp_path: Path) -> None:
         name="prod",
         command="/opt/kfp-login",
     )
-    config = yaml.safe_load(login_client.kubeconfig(args))
+    config = yaml.safe_load(cli.kubeconfig(args))
     ca = base64.b64encode(PEM.encode()).decode()
     cluster = {"server": "https://proxy.example:8443", "certificate-authority-data": ca}
     assert config["clusters"] == [{"name": "prod", "cluster": cluster}]
@@ -124,13 +124,18 @@ def test_the_kubeconfig_holds_the_plugin_and_no_secret(tmp_path: Path) -> None:
 
 def test_only_the_standard_library_is_imported() -> None:
     code = (
-        "import sys; before = set(sys.modules); import kube_front_proxy.login_client; "
-        "import kube_front_proxy.login_transport; "
+        "import sys; before = set(sys.modules); import kube_front_proxy.login_plugin.cli; "
+        "import kube_front_proxy.login_plugin.transport; "
         "print('\\n'.join(sorted(set(sys.modules) - before)))"
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True).stdout.split()  # fmt: skip
-    ours = {"kube_front_proxy", "kube_front_proxy.login_client", "kube_front_proxy.login_transport"}
+    ours = {
+        "kube_front_proxy",
+        "kube_front_proxy.login_plugin",
+        "kube_front_proxy.login_plugin.cli",
+        "kube_front_proxy.login_plugin.transport",
+    }
     stdlib = sys.stdlib_module_names
     foreign = [m for m in loaded if m not in ours and m.split(".")[0] not in stdlib]
     assert foreign == []

@@ -405,8 +405,9 @@ def test_one_h2_connection_carries_100_concurrent_streams_multiplexed_upstream(
 
 
 def test_impersonation_mode_keeps_http1_upstream(pki: Path, tmp_path: Path) -> None:
-    # The service-account token is written into HTTP/1 request heads only (service_account.py),
-    # so the proxy offers upstream http/1.1 alone, whatever kubectl and the API server speak.
+    # The service-account token is written into HTTP/1 request heads only
+    # (identity/service_account.py), so the proxy offers upstream http/1.1 alone, whatever kubectl
+    # and the API server speak.
     (tmp_path / "tokens.csv").write_text(f"{SA_TOKEN},{SA},sa-uid\n")
     emulator = start_emulator(
         pki, tmp_path, "-q", "--token-auth-file", str(tmp_path / "tokens.csv")

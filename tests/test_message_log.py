@@ -1,8 +1,8 @@
-"""The per-session log allowance of upgraded sessions (message_log.py)."""
+"""The per-session log allowance of upgraded sessions (sessions/message_log.py)."""
 
 from __future__ import annotations
 
-from kube_front_proxy.message_log import MessageLog
+from kube_front_proxy.sessions.message_log import MessageLog
 
 
 class Clock:

@@ -1,4 +1,5 @@
-"""Metric label values come from closed sets (metric_labels.py); attack test in tests/attacks/."""
+"""Metric label values come from closed sets (observe/metric_labels.py); attack test in
+tests/attacks/."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from kube_front_proxy import metric_labels
-from kube_front_proxy.authentication import REASONS
-from kube_front_proxy.config import AUTHENTICATORS
-from kube_front_proxy.metrics import Metrics
+from kube_front_proxy.authn.login import REASONS
+from kube_front_proxy.config.settings import AUTHENTICATORS
+from kube_front_proxy.observe import metric_labels
+from kube_front_proxy.observe.metrics import Metrics
 
 from .e2e import basic_header
 from .support import REPO
@@ -70,7 +71,7 @@ async def test_every_refusal_reason_is_its_own_label(
 def test_every_fixed_refusal_phrase_in_the_code_is_a_known_reason() -> None:
     # A phrase added without adding it to REASONS would be counted as "other".
     phrases = set()
-    for module in ("basic_auth.py", "authentication.py"):
+    for module in ("authn/credentials.py", "authn/login.py"):
         tree = ast.parse((ADDON / module).read_text())
         for node in ast.walk(tree):
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 import yaml
 
-from kube_front_proxy.errors import ConfigError
-from kube_front_proxy.identity import Identity
-from kube_front_proxy.oidc import OidcAuthenticator, TokenRejected, looks_like_jwt
-from kube_front_proxy.oidc_config import OidcSettings, oidc_settings
-from kube_front_proxy.yamlfile import read_mapping
+from kube_front_proxy.authn.oidc import OidcAuthenticator, TokenRejected, looks_like_jwt
+from kube_front_proxy.authn.oidc_config import OidcSettings, oidc_settings
+from kube_front_proxy.config.errors import ConfigError
+from kube_front_proxy.config.yamlfile import read_mapping
+from kube_front_proxy.identity.headers import Identity
 
 from .oidc_issuer import AUDIENCE, OidcIssuer, serving
 from .support import merge
@@ -34,7 +34,7 @@ def issuer(tmp_path: Path) -> Iterator[OidcIssuer]:
 
 
 def load(tmp_path: Path, oidc: dict[str, Any]) -> OidcSettings:
-    """authn.oidc as written in a real config.yaml, read the way config.py reads it."""
+    """authn.oidc as written in a real config.yaml, read the way config/settings.py reads it."""
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump({"authn": {"oidc": oidc}}))
     return oidc_settings(read_mapping(path).section("authn").section("oidc"))

@@ -17,12 +17,12 @@ import pytest
 from redis import Redis
 
 import devpki
-from kube_front_proxy.counter_store import Budget, MemoryCounterStore
-from kube_front_proxy.errors import ConfigError
-from kube_front_proxy.lockout import DAY, Lockout, LockoutPolicy, memory_store
-from kube_front_proxy.redis_config import RedisSettings
-from kube_front_proxy.redis_link import PROBE_SECONDS
-from kube_front_proxy.shared_state import SharedState, shared_state
+from kube_front_proxy.authn.counter_store import Budget, MemoryCounterStore
+from kube_front_proxy.authn.lockout import DAY, Lockout, LockoutPolicy, memory_store
+from kube_front_proxy.config.errors import ConfigError
+from kube_front_proxy.state.redis_config import RedisSettings
+from kube_front_proxy.state.redis_link import PROBE_SECONDS
+from kube_front_proxy.state.shared import SharedState, shared_state
 
 from .redis_server import RedisServer
 
@@ -101,7 +101,7 @@ async def test_concurrent_guesses_across_processes_take_the_budget_once(
 
 async def redis_counter(state: SharedState, lock: Lockout, user: str, client: str) -> float:
     """Seconds until the (user, client) pair's counter in Redis has drained."""
-    from kube_front_proxy.lockout import PAIR, address_of
+    from kube_front_proxy.authn.lockout import PAIR, address_of
 
     key = bytes((PAIR,)) + lock._user_id(user) + address_of(client)
     store = state.counter_store(MemoryCounterStore(1, ()))

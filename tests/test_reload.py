@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 import devpki
-from kube_front_proxy.reload import Reloader
-from kube_front_proxy.runtime import Runtime, build_runtime
+from kube_front_proxy.config.reload import Reloader
+from kube_front_proxy.config.runtime import Runtime, build_runtime
 
 from .e2e import (
     ALICE,

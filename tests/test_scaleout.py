@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from kube_front_proxy.config import load_settings
-from kube_front_proxy.errors import ConfigError
-from kube_front_proxy.runtime import build_runtime
+from kube_front_proxy.config.errors import ConfigError
+from kube_front_proxy.config.runtime import build_runtime
+from kube_front_proxy.config.settings import load_settings
 
 from .e2e import Emulator, Proxy, basic_header, password_of, start_proxy_for, write_users
 from .support import Process, proxy_config, start_proxy, write_yaml

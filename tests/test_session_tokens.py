@@ -1,6 +1,6 @@
-"""Session tokens (session_tokens.py, revocation_list.py, token_endpoint.py, the session-token
-authenticator): signing, expiry, tampering, wrong keys, algorithm confusion, revocation, and a
-changed password or removed user voiding every token issued before."""
+"""Session tokens (authn/session_tokens.py, authn/revocation_list.py, authn/token_endpoint.py, the
+session-token authenticator): signing, expiry, tampering, wrong keys, algorithm confusion,
+revocation, and a changed password or removed user voiding every token issued before."""
 
 from __future__ import annotations
 
@@ -22,20 +22,16 @@ from joserfc.jws import JWSRegistry
 from mitmproxy.test import tflow
 
 from devpki import issue as issue_certificate
-from kube_front_proxy import session_tokens
-from kube_front_proxy.authentication import Login, Outcome
-from kube_front_proxy.client_certs import ClientCertAuthenticator
-from kube_front_proxy.credential_cache import CredentialCache
-from kube_front_proxy.errors import ConfigError
-from kube_front_proxy.identity import HeaderNames, Identity, IdentityHeaderWriter
-from kube_front_proxy.lockout import Lockout, LockoutPolicy
-from kube_front_proxy.oidc import OidcAuthenticator
-from kube_front_proxy.revocation import MemoryRevocations
-from kube_front_proxy.revocation_list import RevocationList
-from kube_front_proxy.runtime import Runtime, build_runtime
-from kube_front_proxy.seam.withheld_response import Withheld
-from kube_front_proxy.session_token_config import SessionTokenSettings
-from kube_front_proxy.session_tokens import (
+from kube_front_proxy.authn import session_tokens
+from kube_front_proxy.authn.client_certs import ClientCertAuthenticator
+from kube_front_proxy.authn.credential_cache import CredentialCache
+from kube_front_proxy.authn.lockout import Lockout, LockoutPolicy
+from kube_front_proxy.authn.login import Login, Outcome
+from kube_front_proxy.authn.oidc import OidcAuthenticator
+from kube_front_proxy.authn.revocation import MemoryRevocations
+from kube_front_proxy.authn.revocation_list import RevocationList
+from kube_front_proxy.authn.session_token_config import SessionTokenSettings
+from kube_front_proxy.authn.session_tokens import (
     EXPIRED,
     INVALID,
     REVOKED,
@@ -44,7 +40,7 @@ from kube_front_proxy.session_tokens import (
     SessionTokenRejected,
     SessionTokens,
 )
-from kube_front_proxy.token_endpoint import (
+from kube_front_proxy.authn.token_endpoint import (
     NO_RENEWAL,
     NOT_ENABLED,
     TOKEN_PATH,
@@ -52,6 +48,10 @@ from kube_front_proxy.token_endpoint import (
     answer,
     is_own_path,
 )
+from kube_front_proxy.config.errors import ConfigError
+from kube_front_proxy.config.runtime import Runtime, build_runtime
+from kube_front_proxy.identity.headers import HeaderNames, Identity, IdentityHeaderWriter
+from kube_front_proxy.seam.withheld_response import Withheld
 
 from .e2e import basic_header
 from .support import htpasswd_add, proxy_config, write_yaml

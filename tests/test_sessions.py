@@ -21,16 +21,24 @@ import pytest
 from asciinema import asciicast as asciinema_cast
 from mitmproxy.test import tflow
 
-from kube_front_proxy import summary
-from kube_front_proxy.asciicast import HEADER_ROOM, CastWriter, read_header
-from kube_front_proxy.remotecommand import (
+from kube_front_proxy.observe import summary
+from kube_front_proxy.sessions.asciicast import HEADER_ROOM, CastWriter, read_header
+from kube_front_proxy.sessions.recording import Recording
+from kube_front_proxy.sessions.remotecommand import (
     Channel,
     SpdyChannels,
     TerminalSizes,
     WebSocketChannels,
 )
-from kube_front_proxy.session_recording import Recording
-from kube_front_proxy.sessions import (
+from kube_front_proxy.sessions.spdy_frames import (
+    DICTIONARY,
+    MAX_CONTROL_FRAME,
+    FrameReader,
+    SpdyError,
+    StreamData,
+    StreamOpened,
+)
+from kube_front_proxy.sessions.tracking import (
     BYTES_IN_ANNOTATION,
     REFUSAL,
     SESSION_ANNOTATION,
@@ -39,14 +47,6 @@ from kube_front_proxy.sessions import (
     Sessions,
     session_request,
     title,
-)
-from kube_front_proxy.spdy_frames import (
-    DICTIONARY,
-    MAX_CONTROL_FRAME,
-    FrameReader,
-    SpdyError,
-    StreamData,
-    StreamOpened,
 )
 from tests.emulator import spdy
 

@@ -9,11 +9,11 @@ import pytest
 from mitmproxy import io
 from mitmproxy.test import tflow
 
-from kube_front_proxy.audit import AuditEvent, AuditLog
-from kube_front_proxy.authentication import Outcome
-from kube_front_proxy.flow_labels import label
-from kube_front_proxy.identity import Identity
-from kube_front_proxy.summary import main
+from kube_front_proxy.authn.login import Outcome
+from kube_front_proxy.identity.headers import Identity
+from kube_front_proxy.observe.audit import AuditEvent, AuditLog
+from kube_front_proxy.observe.flow_labels import label
+from kube_front_proxy.observe.summary import main
 
 ALICE = Identity("alice", ("dev",))
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from mitmproxy.test import tflow
 
-from kube_front_proxy.routing import Router
-from kube_front_proxy.upstream_timeout import TIMED_OUT
-from kube_front_proxy.upstreams import ROUND_ROBIN, ServerPool
+from kube_front_proxy.upstream.pool import ROUND_ROBIN, ServerPool
+from kube_front_proxy.upstream.response_timeout import TIMED_OUT
+from kube_front_proxy.upstream.routing import Router
 
 A, B = ("10.0.0.1", 6443), ("10.0.0.2", 6443)
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from kube_front_proxy.config import FileRef
-from kube_front_proxy.errors import ConfigError
-from kube_front_proxy.tokens import TokenFile
+from kube_front_proxy.authn.static_tokens import TokenFile
+from kube_front_proxy.config.errors import ConfigError
+from kube_front_proxy.config.settings import FileRef
 
 from .e2e import Emulator, start_proxy_for
 from .support import KUBECTL, write_yaml

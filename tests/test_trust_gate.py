@@ -1,4 +1,4 @@
-"""trust_gate.py: the proxy refuses every request until the cluster trust check passes."""
+"""upstream/trust_gate.py: the proxy refuses every request until the cluster trust check passes."""
 
 from __future__ import annotations
 
@@ -8,11 +8,16 @@ from collections.abc import Sequence
 
 import pytest
 
-from kube_front_proxy import trust_gate
-from kube_front_proxy.cluster_trust_check import Verdict, could_not_run
-from kube_front_proxy.identity import HeaderNames
-from kube_front_proxy.trust_gate import NOT_CHECKED, NOT_SERVING, TrustGate, check_until_passed
-from kube_front_proxy.upstreams import Address
+from kube_front_proxy.identity.headers import HeaderNames
+from kube_front_proxy.upstream import trust_gate
+from kube_front_proxy.upstream.pool import Address
+from kube_front_proxy.upstream.trust_check import Verdict, could_not_run
+from kube_front_proxy.upstream.trust_gate import (
+    NOT_CHECKED,
+    NOT_SERVING,
+    TrustGate,
+    check_until_passed,
+)
 
 READ = HeaderNames(group=("X-Remote-Group", "X-Group-2"))
 PASSED = Verdict(server_names=READ, checked_on="10.0.0.1:6443")

@@ -1,4 +1,4 @@
-"""Upstream addresses kept from clients (upstream_leaks.py), and bounded decoding."""
+"""Upstream addresses kept from clients (upstream/hiding.py), and bounded decoding."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import zlib
 import pytest
 from mitmproxy import http
 
-from kube_front_proxy.bounded_decode import decoded_body, decoded_prefix
-from kube_front_proxy.upstream_leaks import MAX_DECODED, UpstreamHider
+from kube_front_proxy.upstream.bounded_decode import decoded_body, decoded_prefix
+from kube_front_proxy.upstream.hiding import MAX_DECODED, UpstreamHider
 
 A = ("10.0.0.1", 6443)
 PROXY = ("192.0.2.10", 8443)

@@ -11,15 +11,10 @@ import pytest
 from mitmproxy import http
 from mitmproxy.test import tflow
 
-from kube_front_proxy.errors import ConfigError
-from kube_front_proxy.routing import MAX_RESENDS, Router, is_watch, may_retry
-from kube_front_proxy.runtime import Runtime, build_runtime
-from kube_front_proxy.upstreams import (
-    LEAST_OUTSTANDING,
-    ROUND_ROBIN,
-    ServerPool,
-    check_forever,
-)
+from kube_front_proxy.config.errors import ConfigError
+from kube_front_proxy.config.runtime import Runtime, build_runtime
+from kube_front_proxy.upstream.pool import LEAST_OUTSTANDING, ROUND_ROBIN, ServerPool, check_forever
+from kube_front_proxy.upstream.routing import MAX_RESENDS, Router, is_watch, may_retry
 
 from .emulator import EmulatorConfig, EmulatorServer
 from .support import htpasswd_add, proxy_config, write_yaml

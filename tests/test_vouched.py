@@ -1,4 +1,4 @@
-"""The seal of a vouched request (vouched.py): what counts as a change, what does not."""
+"""The seal of a vouched request (identity/vouched.py): what counts as a change, what does not."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from mitmproxy import http
 from mitmproxy.test import tflow
 
-from kube_front_proxy.vouched import Ledger
+from kube_front_proxy.identity.vouched import Ledger
 
 
 def vouched(**request: object) -> tuple[Ledger, http.HTTPFlow]:

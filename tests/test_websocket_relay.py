@@ -20,9 +20,9 @@ from mitmproxy.proxy.layers.websocket import WebsocketLayer, WebsocketMessageHoo
 from mitmproxy.test import tflow
 
 from kube_front_proxy import seam
-from kube_front_proxy.message_log import MessageLog
 from kube_front_proxy.seam import websocket_relay
 from kube_front_proxy.seam.websocket_relay import FrameInProgress
+from kube_front_proxy.sessions.message_log import MessageLog
 from tests.emulator.websocket import Opcode, encode_frame
 
 LIMIT = 64 * 1024

@@ -17,27 +17,30 @@ from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import layer, server_hooks
 from mitmproxy.proxy.mode_specs import ProxyMode
 
-from . import injection, quoted_bytes, seam, tls_only, token_endpoint
-from .audit import SESSION_TOKEN_ISSUED_ANNOTATION, AuditLog
-from .authentication import Outcome
-from .client_address import forwarded_for
-from .client_credentials import SentCredentials, drop_trailers, take_credentials
-from .client_deadlines import ClientDeadlines, ClientTimeouts, close_expired
-from .connection_limits import ConnectionLimits
-from .errors import ConfigError
-from .flow_labels import label
-from .header_hygiene import malformed_head, to_origin_form
-from .identity import HeaderNames, asks_to_impersonate
-from .message_log import MessageLog, describe
-from .metrics import Metrics
-from .peer_certificates import NO_CHAIN, PeerChain, PeerChains, proven_chain
-from .rate_budget import RateBudget
-from .recording import Recorder
-from .redis_link import Health
-from .reload import Reloader, restart_needed
-from .request_limits import head_too_large_status, http2_head_size
-from .runtime import Runtime, build_runtime
-from .seam import (
+from kube_front_proxy import seam
+from kube_front_proxy.authn import token_endpoint
+from kube_front_proxy.authn.login import Outcome
+from kube_front_proxy.authn.peer_certificates import NO_CHAIN, PeerChain, PeerChains, proven_chain
+from kube_front_proxy.authn.rate_budget import RateBudget
+from kube_front_proxy.authn.take_credentials import SentCredentials, drop_trailers, take_credentials
+from kube_front_proxy.client import tls_only
+from kube_front_proxy.client.address import forwarded_for
+from kube_front_proxy.client.connection_limits import ConnectionLimits
+from kube_front_proxy.client.deadlines import ClientDeadlines, ClientTimeouts, close_expired
+from kube_front_proxy.client.header_hygiene import malformed_head, to_origin_form
+from kube_front_proxy.client.request_limits import head_too_large_status, http2_head_size
+from kube_front_proxy.config.errors import ConfigError
+from kube_front_proxy.config.reload import Reloader, restart_needed
+from kube_front_proxy.config.runtime import Runtime, build_runtime
+from kube_front_proxy.identity.headers import HeaderNames, asks_to_impersonate
+from kube_front_proxy.identity.service_account import TokenInjector
+from kube_front_proxy.identity.vouched import ledger
+from kube_front_proxy.observe import no_injection, quoted_bytes
+from kube_front_proxy.observe.audit import SESSION_TOKEN_ISSUED_ANNOTATION, AuditLog
+from kube_front_proxy.observe.flow_labels import label
+from kube_front_proxy.observe.metrics import Metrics
+from kube_front_proxy.observe.recorder import Recorder
+from kube_front_proxy.seam import (
     body_after_login,
     close_connection,
     default_addons,
@@ -60,22 +63,25 @@ from .seam import (
     websocket_relay,
     withheld_response,
 )
-from .seam.close_connection import close_client_connection, close_upstream_connection
-from .service_account import TokenInjector
-from .sessions import Sessions
-from .shared_state import retire
-from .status import status_response, too_many_requests, unauthorized
-from .streaming import forget_relayed, must_stream
-from .trust_gate import (
+from kube_front_proxy.seam.close_connection import (
+    close_client_connection,
+    close_upstream_connection,
+)
+from kube_front_proxy.sessions.message_log import MessageLog, describe
+from kube_front_proxy.sessions.tracking import Sessions
+from kube_front_proxy.state.redis_link import Health
+from kube_front_proxy.state.shared import retire
+from kube_front_proxy.status import status_response, too_many_requests, unauthorized
+from kube_front_proxy.streaming import forget_relayed, must_stream
+from kube_front_proxy.upstream.pool import check_forever
+from kube_front_proxy.upstream.response_timeout import UpstreamTimeouts
+from kube_front_proxy.upstream.trust_gate import (
     CLIENT_MESSAGE,
     RETRY_SECONDS,
     TrustGate,
     check_once,
     check_until_passed,
 )
-from .upstream_timeout import UpstreamTimeouts
-from .upstreams import check_forever
-from .vouched import ledger
 
 logger = logging.getLogger("kube_front_proxy")
 
@@ -230,9 +236,9 @@ class K8sAuth:
     async def running(self) -> None:
         removed = default_addons.take_out(ctx.master.addons)
         logger.debug("kube-front-proxy: took out mitmproxy addons %s", ", ".join(removed))
-        injection.take_out(ctx.master.commands)
+        no_injection.take_out(ctx.master.commands)
         if self.runtime:
-            # Before listening: the first request finds the verdict (trust_gate.py).
+            # Before listening: the first request finds the verdict (upstream/trust_gate.py).
             await self._check_cluster_trust(self.runtime)
             await self._listen(self.runtime)
             self._serve_metrics(self.runtime)
@@ -274,14 +280,14 @@ class K8sAuth:
         if self._health_checker:
             self._health_checker.cancel()
             self._health_checker = None
-        # A lone server is always tried (upstreams.py): checking it would change nothing.
+        # A lone server is always tried (upstream/pool.py): checking it would change nothing.
         if runtime.health_probe and len(runtime.router.pool.servers) > 1:
             interval = runtime.settings.upstream.health_check.interval
             checks = check_forever(runtime.router.pool, runtime.health_probe, interval)
             self._health_checker = asyncio.create_task(checks)
 
     async def _check_cluster_trust(self, runtime: Runtime) -> None:
-        # Once now; until it passes, again in the background (trust_gate.py).
+        # Once now; until it passes, again in the background (upstream/trust_gate.py).
         if runtime.trust_check:
             servers = [s.address for s in runtime.router.pool.servers]
             if not await check_once(runtime.trust_check, servers, self.trust, self._strip_read):
@@ -559,7 +565,7 @@ class K8sAuth:
     async def _answer_own_path(
         self, flow: http.HTTPFlow, outcome: Outcome, runtime: Runtime
     ) -> None:
-        """The proxy's own API (token_endpoint.py): answered here, never forwarded."""
+        """The proxy's own API (authn/token_endpoint.py): answered here, never forwarded."""
         request = flow.request
         answer = await token_endpoint.answer(
             request.method, request.path, outcome, runtime.login.session_tokens

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from mitmproxy.addons.tlsconfig import DEFAULT_HOSTFLAGS
 from OpenSSL import SSL, crypto
 
-from .config import FileRef, Upstream
+from kube_front_proxy.config.settings import FileRef, Upstream
 
 PrivateKey = (
     rsa.RSAPrivateKey
@@ -100,8 +100,8 @@ class ServingTLS:
         context.set_min_proto_version(SSL.TLS1_2_VERSION)
         _use_key_pair(context, self.pair)
         if self.client_cas:
-            # Ask for a certificate but accept any: client_certs.py verifies it per request, so
-            # a bad one gets a 401 (as from kube-apiserver) and no certificate is fine. The CA
+            # Ask for a certificate but accept any: authn/client_certs.py verifies it per request,
+            # so a bad one gets a 401 (as from kube-apiserver) and no certificate is fine. The CA
             # names tell clients such as kubectl which of their certificates to send.
             context.set_verify(SSL.VERIFY_PEER, lambda *_: True)
             # Without a session id context OpenSSL fails the resumption of such sessions.

@@ -14,7 +14,7 @@ import json
 import ssl
 from pathlib import Path
 
-from kube_front_proxy.rate_budget import RateBudget
+from kube_front_proxy.authn.rate_budget import RateBudget
 
 from ..e2e import Emulator, basic_header, password_of, start_proxy_for
 from ..support import free_port, read_json_lines

@@ -1,7 +1,7 @@
 """A gzip bomb through pods/proxy cannot make the proxy decode it.
 
 The proxy keeps the API servers' addresses out of discovery and Status bodies
-(upstream_leaks.py). It used to decode every buffered JSON response to look for them, gzip
+(upstream/hiding.py). It used to decode every buffered JSON response to look for them, gzip
 included, on its only event loop. A user who can write to a pod's web root (kubectl cp) and
 read it back through `pods/NAME/proxy` (the API server passes the pod's encoded body through)
 served a 0.2 MB gzip body that decodes to 200 MiB: fetched three times, it peaked the proxy's

@@ -3,7 +3,7 @@
 Before: ten wrong passwords for alice from anywhere got alice's own right (even remembered)
 password refused with a 429 from every address, again and again; and a successful login of any
 user from an address reset that address's failure count, so an attacker with an account of his
-own was never slowed down. Now (lockout.py) the strict budgets are per address and per (user,
+own was never slowed down. Now (authn/lockout.py) the strict budgets are per address and per (user,
 address); the budget per user name only limits where its passwords are still checked from, so
 an address with no failures always gets its user in; and only a user's own success clears her
 own (user, address) count. Attackers come from 127.0.x.y: the proxy sees each as its own client.

@@ -4,8 +4,8 @@ Each label value is a series that lives as long as the process. The verb label w
 method as sent, for requests that never logged in too, and the login-failure reason quoted the
 Authorization scheme: random methods and schemes grew /metrics without bound (random
 2,000-character methods made it 65 MB). Now every label comes from a closed set
-(metric_labels.py): unknown methods are `other`, reasons are fixed phrases, and the `user` label
-(metrics.per_user) names logged-in users only.
+(observe/metric_labels.py): unknown methods are `other`, reasons are fixed phrases, and the `user`
+label (metrics.per_user) names logged-in users only.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from kube_front_proxy import metric_labels
-from kube_front_proxy.authentication import REASONS
-from kube_front_proxy.config import AUTHENTICATORS
+from kube_front_proxy.authn.login import REASONS
+from kube_front_proxy.config.settings import AUTHENTICATORS
+from kube_front_proxy.observe import metric_labels
 
 from ..e2e import basic_header, password_of, start_emulator, start_proxy_for
 from ..support import free_port

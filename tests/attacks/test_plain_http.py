@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from kube_front_proxy.tls_only import Verdict, classify
+from kube_front_proxy.client.tls_only import Verdict, classify
 
 from ..e2e import ALICE_PASSWORD, Emulator, Proxy, start_proxy_for
 

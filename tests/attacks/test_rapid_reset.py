@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from h2.errors import ErrorCodes
 
-from kube_front_proxy.config import load_settings
-from kube_front_proxy.errors import ConfigError
+from kube_front_proxy.config.errors import ConfigError
+from kube_front_proxy.config.settings import load_settings
 from kube_front_proxy.seam.rapid_reset import ResetBudget
 
 from ..e2e import Emulator, Proxy, basic_header, password_of, start_proxy_for

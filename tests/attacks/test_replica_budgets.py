@@ -3,7 +3,7 @@
 Before: every proxy process counted failed logins by itself, so an attacker whose connections
 went to three replicas had three times every budget (15 wrong passwords over three processes
 were all checked, 5 each, where one process refuses after 10), and a pair locked on one replica
-was checked on the next. Now (state.redis: redis_counters.py) processes sharing one Redis
+was checked on the next. Now (state.redis: authn/redis_counters.py) processes sharing one Redis
 admit and charge each attempt in one atomic script, so the budget is the same with one, two or
 three processes. Redis here is a real redis-server with a password and TLS (verified against
 a CA of the test's own); the proxies are real mitmdump processes; what reached the API server
@@ -68,7 +68,7 @@ def users_reached(emulator: Emulator, before: int) -> list[str]:
 
 
 def evalsha_calls(redis: Redis) -> int:
-    """Scripts Redis ran: one per admission (redis_counters.py)."""
+    """Scripts Redis ran: one per admission (authn/redis_counters.py)."""
     stats: dict[str, int] = redis.info("commandstats").get("cmdstat_evalsha", {"calls": 0})
     return stats["calls"]
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from kube_front_proxy.client_deadlines import ClientDeadlines, ClientTimeouts
-from kube_front_proxy.config import load_settings
-from kube_front_proxy.connection_limits import ConnectionLimits
-from kube_front_proxy.errors import ConfigError
+from kube_front_proxy.client.connection_limits import ConnectionLimits
+from kube_front_proxy.client.deadlines import ClientDeadlines, ClientTimeouts
+from kube_front_proxy.config.errors import ConfigError
+from kube_front_proxy.config.settings import load_settings
 
 from ..e2e import Emulator, Proxy, basic_header, password_of, start_proxy_for
 from ..support import proxy_config, tls_exchange, write_yaml

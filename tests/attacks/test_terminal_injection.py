@@ -25,7 +25,7 @@ HOSTILE_NAMES = [
 
 def _summary(*files: Path) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "kube_front_proxy.summary", *map(str, files)],
+        [sys.executable, "-m", "kube_front_proxy.observe.summary", *map(str, files)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from kube_front_proxy import htpasswd as htpasswd_module
-from kube_front_proxy.config import FileRef
-from kube_front_proxy.htpasswd import Htpasswd
+from kube_front_proxy.authn import htpasswd as htpasswd_module
+from kube_front_proxy.authn.htpasswd import Htpasswd
+from kube_front_proxy.config.settings import FileRef
 
 from ..support import htpasswd_add
 

@@ -27,7 +27,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from kube_front_proxy import spdy_frames
+from kube_front_proxy.sessions import spdy_frames
 
 from .pipe import Pipe
 from .tunnel import Transport

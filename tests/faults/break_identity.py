@@ -4,7 +4,7 @@ It breaks the identity-header writer so that the proxy must fail closed: the req
 end in an error response and never reach the API server.
 """
 
-from kube_front_proxy.identity import IdentityHeaderWriter
+from kube_front_proxy.identity.headers import IdentityHeaderWriter
 
 
 def _broken(*_args: object) -> None:

@@ -34,9 +34,9 @@ from mitmproxy import http
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.version import VERSION
 
-from ..message_log import MessageLog
-from ..service_account import TokenInjector
-from ..upstreams import Address
+from kube_front_proxy.identity.service_account import TokenInjector
+from kube_front_proxy.sessions.message_log import MessageLog
+from kube_front_proxy.upstream.pool import Address
 
 # The mitmproxy release every fingerprint below was taken from.
 TESTED_WITH = "12.3.1"

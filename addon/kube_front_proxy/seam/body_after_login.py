@@ -38,8 +38,8 @@ from mitmproxy.proxy.layers.http._events import (
     ResponseProtocolError,
 )
 
-from . import lingering_close, pin, read_holds, replace
-from .read_holds import holds
+from kube_front_proxy.seam import lingering_close, pin, read_holds, replace
+from kube_front_proxy.seam.read_holds import holds
 
 _Commands = Generator[commands.Command, Any, None]
 

@@ -1,5 +1,5 @@
 """Closing a connection from outside mitmproxy's layers: a client past its deadline
-(client_deadlines.py), an API server past its response timeout (upstream_timeout.py).
+(client/deadlines.py), an API server past its response timeout (upstream/response_timeout.py).
 
 mitmproxy closes a connection only when a layer yields `CloseConnection`, and no hook can make
 a layer do that at a time of the proxy's choosing (a timer). So the connection's handler is
@@ -18,7 +18,7 @@ from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.proxy.mode_servers import ServerInstance
 from mitmproxy.proxy.server import ConnectionHandler
 
-from . import pin
+from kube_front_proxy.seam import pin
 
 
 def install() -> None:

@@ -28,21 +28,21 @@ from typing import Any
 from mitmproxy import addons, optmanager
 from mitmproxy.addonmanager import AddonManager
 
-from . import pin
+from kube_front_proxy.seam import pin
 
 # The default addons kept (class name -> what needs it).
 KEPT = {
     "Core": "mitmproxy's own options and commands",
     "Proxyserver": "the listener and its connections",
     "ScriptLoader": "loads this proxy (-s addon/k8s_auth.py)",
-    "NextLayer": "each connection's layers (tls_only.py decides the first)",
+    "NextLayer": "each connection's layers (client/tls_only.py decides the first)",
     "TlsConfig": "TLS on both sides (tls.py hands it finished connections)",
     "DisableH2C": "refuses cleartext HTTP/2 upgrades",
     "Block": "refuses clients by address (block_global, block_private)",
     "Save": "flows saved with -w for audits",
     "SaveHar": "HAR export (mitmweb, audits)",
     "Export": "mitmweb's export of a flow",
-    "Comment": "flow comments (flow_labels.py names the user there)",
+    "Comment": "flow comments (observe/flow_labels.py names the user there)",
     "Cut": "the cut.* commands (audits)",
     "ClientPlayback": "mitmweb's replay (a replay logs in again)",
     "CommandHistory": "mitmweb's command bar",

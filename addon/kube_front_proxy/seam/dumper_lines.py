@@ -5,7 +5,7 @@ mitmproxy's Dumper (mitmdump's output) echoes one line for every `websocket_mess
 session wrote 13 MB of log a minute. Its only switches are global (`flow_detail`, which also
 silences the access log, and `dumper_filter`, which cannot count), so its two message hooks are
 wrapped: a session's first messages are echoed as before, the rest counted and summed up in a
-line at most every few seconds and at the end (`message_log.py`, the seam policy's
+line at most every few seconds and at the end (`sessions/message_log.py`, the seam policy's
 `message_log`).
 """
 
@@ -18,8 +18,8 @@ from typing import Any
 from mitmproxy.addons.dumper import Dumper
 from mitmproxy.flow import Flow
 
-from .. import seam
-from ..message_log import summary_line
+from kube_front_proxy import seam
+from kube_front_proxy.sessions.message_log import summary_line
 
 logger = logging.getLogger("kube_front_proxy")
 

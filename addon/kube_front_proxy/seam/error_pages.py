@@ -20,8 +20,8 @@ from mitmproxy.net.http import http1
 from mitmproxy.proxy.layers.http import _http1, _http2
 from mitmproxy.proxy.layers.http._http_h2 import BufferedH2Connection
 
-from .. import status
-from . import original, pin, replace
+from kube_front_proxy import status
+from kube_front_proxy.seam import original, pin, replace
 
 
 def _status_page(status_code: int, message: str) -> bytes:

@@ -12,7 +12,7 @@ Corrected here, for client connections only (the upstream is the API server):
 - the proxy advertises the protocol's default SETTINGS_MAX_FRAME_SIZE (16 KiB) and accepts no
   more, and SETTINGS_MAX_HEADER_LIST_SIZE = the request head limit (`seam.policy.
   max_request_head_bytes`; clients such as Go's refuse to send a larger head);
-- `FrameMeter` (`h2_frames.py`) reads each frame header as it arrives: a frame over 16 KiB is
+- `FrameMeter` (`client/h2_frames.py`) reads each frame header as it arrives: a frame over 16 KiB is
   refused at its header (GOAWAY FRAME_SIZE_ERROR), a header block still open past the request
   head limit as soon as it passes it (GOAWAY ENHANCE_YOUR_CALM); the connection is closed
   (lingering_close.py: the client still reads the GOAWAY while it sends on), as RFC 9113 10.5.1
@@ -31,9 +31,9 @@ from mitmproxy.proxy.layer import CommandGenerator
 from mitmproxy.proxy.layers.http._http2 import Http2Server
 from mitmproxy.proxy.layers.http._http_h2 import BufferedH2Connection
 
-from .. import seam
-from ..h2_frames import FrameMeter
-from . import lingering_close
+from kube_front_proxy import seam
+from kube_front_proxy.client.h2_frames import FrameMeter
+from kube_front_proxy.seam import lingering_close
 
 # The protocol's default and smallest SETTINGS_MAX_FRAME_SIZE (RFC 9113 6.5.2).
 MAX_FRAME_SIZE = 2**14

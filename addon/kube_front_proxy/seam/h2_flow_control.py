@@ -45,8 +45,8 @@ from mitmproxy.proxy.layers.http._http1 import Http1Client
 from mitmproxy.proxy.layers.http._http2 import Http2Client, Http2Connection, Http2Server
 from mitmproxy.proxy.layers.http._http_h2 import BufferedH2Connection
 
-from .. import seam
-from . import read_holds
+from kube_front_proxy import seam
+from kube_front_proxy.seam import read_holds
 
 
 class HandedOn(events.Event):

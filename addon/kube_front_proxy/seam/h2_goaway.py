@@ -52,7 +52,7 @@ from mitmproxy.proxy.layers.http._events import (
 )
 from mitmproxy.proxy.layers.http._http2 import Http2Client
 
-from .. import seam
+from kube_front_proxy import seam
 
 logger = logging.getLogger("kube_front_proxy")
 
@@ -71,10 +71,6 @@ def unprocessed_message(last_stream_id: int) -> str:
     return (
         f"the API server sent GOAWAY (last stream {last_stream_id}) before processing the request"
     )
-
-
-def is_draining(connection: Connection) -> bool:
-    return connection in _draining
 
 
 # -- h2: GOAWAY does not close a client connection's state machine ---------------------------

@@ -49,7 +49,7 @@ from mitmproxy.proxy.layers.http._events import (
 )
 from mitmproxy.proxy.layers.http._http1 import Http1Client, Http1Server
 
-from .. import seam, status
+from kube_front_proxy import seam, status
 
 _VALID_LENGTH = re.compile(rb"0|[1-9][0-9]{0,18}")
 _Send = Callable[[Http1Client, HttpEvent], layer.CommandGenerator[None]]

@@ -10,7 +10,7 @@ message is swapped for one that consumes the trailer section (up to its blank li
 framing h11 uses) without parsing it, and ends the message as if it had none.
 
 kube-apiserver never reads request trailers, so nothing is lost; HTTP/2 trailers are dropped in
-the addon's `request` hook (client_credentials.py). Responses read from an HTTP/1.1 API server
+the addon's `request` hook (authn/take_credentials.py). Responses read from an HTTP/1.1 API server
 get the same reader: their trailers are dropped too rather than crashing the connection.
 """
 
@@ -23,7 +23,7 @@ from h11._readers import ChunkedReader
 from h11._receivebuffer import ReceiveBuffer
 from mitmproxy.proxy.layers.http import _http1
 
-from . import original, pin, replace
+from kube_front_proxy.seam import original, pin, replace
 
 _MakeReader = Callable[[int | None], _http1.TBodyReader]
 

@@ -50,7 +50,7 @@ from mitmproxy.proxy.server import ConnectionHandler
 from mitmproxy.proxy.tunnel import TunnelState
 from OpenSSL import SSL
 
-from . import original, pin, replace
+from kube_front_proxy.seam import original, pin, replace
 
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 16 * 1024 * 1024
@@ -66,11 +66,6 @@ def after_final_answer(connection: Connection) -> None:
     """The next close of this client connection lingers (call before yielding the answer's
     last command, or the CloseConnection)."""
     _marked.add(connection)
-
-
-def lingering() -> int:
-    """How many closed connections are lingering now."""
-    return len(_lingering)
 
 
 async def discard(sock: socket.socket, deadline: float, max_bytes: int) -> int:

@@ -23,8 +23,8 @@ from typing import Any
 
 from mitmproxy.proxy.mode_servers import AsyncioServerInstance
 
-from .. import seam
-from . import original, replace
+from kube_front_proxy import seam
+from kube_front_proxy.seam import original, replace
 
 
 async def _listen(self: AsyncioServerInstance[Any], host: str, port: int) -> list[Any]:

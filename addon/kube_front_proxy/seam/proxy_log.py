@@ -1,11 +1,11 @@
 """Quoted client bytes are withheld from the log lines of mitmproxy's proxy layers and of h2.
 
 mitmproxy quotes what a client sent when it cannot parse it, credentials included
-(quoted_bytes.py), and logs it through loggers of its own: every message of its proxy layers
+(observe/quoted_bytes.py), and logs it through loggers of its own: every message of its proxy layers
 goes through the logger of `mitmproxy.proxy.server` (`ConnectionHandler.log`), and h2's debug
 output (whole HEADERS frames) through that of `_http_h2`. No hook sees those lines, so
-quoted_bytes.py's filter is put on both loggers; nothing is replaced, and what this relies on
-(the loggers those lines take) is pinned.
+observe/quoted_bytes.py's filter is put on both loggers; nothing is replaced, and what this relies
+on (the loggers those lines take) is pinned.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import logging
 from mitmproxy.proxy import server
 from mitmproxy.proxy.layers.http import _http_h2
 
-from ..quoted_bytes import WithholdQuotedBytes
-from . import pin
+from kube_front_proxy.observe.quoted_bytes import WithholdQuotedBytes
+from kube_front_proxy.seam import pin
 
 _FILTER = WithholdQuotedBytes()
 

@@ -31,8 +31,8 @@ import h2.events
 from mitmproxy.proxy import commands
 from mitmproxy.proxy.layers.http._http2 import Http2Server, StreamState
 
-from .. import seam
-from . import lingering_close, original, pin, replace
+from kube_front_proxy import seam
+from kube_front_proxy.seam import lingering_close, original, pin, replace
 
 
 class ResetBudget:

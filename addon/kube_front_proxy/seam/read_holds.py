@@ -26,7 +26,7 @@ from typing import Any
 from mitmproxy.connection import Connection
 from mitmproxy.proxy.server import ConnectionHandler
 
-from . import pin, replace
+from kube_front_proxy.seam import pin, replace
 
 
 class ReadHolds:

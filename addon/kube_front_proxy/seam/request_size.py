@@ -1,6 +1,6 @@
 """Request size limits kept where mitmproxy reads a request: 431 for a head, 413 for a body.
 
-mitmproxy 12 has neither limit (request_limits.py says why and what is measured), and no hook
+mitmproxy 12 has neither limit (client/request_limits.py says why and what is measured), and no hook
 runs while a head or body is read, so two of its HTTP layer methods are wrapped, at the places
 mitmproxy's own checks sit, with the seam policy's `max_request_head_bytes` and
 `max_request_body_bytes`:
@@ -29,9 +29,13 @@ from mitmproxy.proxy.layers.http._events import ErrorCode, ResponseProtocolError
 from mitmproxy.proxy.layers.http._hooks import HttpErrorHook, HttpRequestHeadersHook
 from mitmproxy.proxy.layers.http._http1 import Http1Server
 
-from .. import seam
-from ..request_limits import body_too_large, head_too_large, head_too_large_response
-from . import lingering_close, original, replace
+from kube_front_proxy import seam
+from kube_front_proxy.client.request_limits import (
+    body_too_large,
+    head_too_large,
+    head_too_large_response,
+)
+from kube_front_proxy.seam import lingering_close, original, replace
 
 _Commands = Generator[commands.Command, Any, Any]
 

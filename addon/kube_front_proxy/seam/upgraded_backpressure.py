@@ -21,7 +21,7 @@ from mitmproxy.proxy import commands, events, layer
 from mitmproxy.proxy.layers.tcp import TCPLayer, TcpMessageHook
 from mitmproxy.proxy.layers.websocket import WebsocketMessageHook
 
-from . import original, read_holds, replace
+from kube_front_proxy.seam import original, read_holds, replace
 
 Relay = Callable[[Any, events.Event], Generator[commands.Command, Any, None]]
 

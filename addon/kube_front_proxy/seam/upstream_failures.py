@@ -6,7 +6,8 @@ stream), and no hook runs before it: the error hook only hears about it afterwar
 proxy's rules must decide first, and they are asked in this order, the first that answers
 wins:
 
-1. `timed_out`: the request ran into `upstream.response_timeout_seconds` (upstream_timeout.py
+1. `timed_out`: the request ran into `upstream.response_timeout_seconds`
+(upstream/response_timeout.py
    closed its connection). It is answered with a 504 Status, fed to the stream as if the API
    server had sent it, so it goes through the usual hooks (audit, metrics) to the client, on
    HTTP/1 and HTTP/2 alike, and the client connection stays usable. kube-apiserver answers a
@@ -32,8 +33,8 @@ from mitmproxy.proxy.layers.http._events import (
     ResponseProtocolError,
 )
 
-from ..upstream_timeout import TIMED_OUT, gateway_timeout
-from . import original, replace, upstream_retry
+from kube_front_proxy.seam import original, replace, upstream_retry
+from kube_front_proxy.upstream.response_timeout import TIMED_OUT, gateway_timeout
 
 _Event = RequestProtocolError | ResponseProtocolError
 _Answer = Callable[[HttpStream, _Event], layer.CommandGenerator[None] | None]

@@ -40,8 +40,8 @@ from mitmproxy.proxy.layers.http._events import (
     ResponseProtocolError,
 )
 
-from .. import seam
-from .h2_goaway import Unprocessed
+from kube_front_proxy import seam
+from kube_front_proxy.seam.h2_goaway import Unprocessed
 
 logger = logging.getLogger("kube_front_proxy")
 

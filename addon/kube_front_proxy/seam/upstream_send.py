@@ -15,8 +15,8 @@ connection is open, and no public hook runs between the end of the hooks and the
 
 So `HttpStream.make_server_connection` is wrapped: every send takes it (a buffered request, a
 streamed request's head, upstream_retry's second attempt), and once it has the connection, the
-last wait before the write, the request is compared with its seal (vouched.py). A changed one
-is killed as mitmweb's own Kill would kill it, and mitmproxy's `check_killed` then ends it, as
+last wait before the write, the request is compared with its seal (identity/vouched.py). A changed
+one is killed as mitmweb's own Kill would kill it, and mitmproxy's `check_killed` then ends it, as
 it ends one the client reset: the client's stream is reset (HTTP/2) or its connection closed
 (HTTP/1), and the flow records the error.
 """
@@ -30,8 +30,8 @@ from typing import Any
 from mitmproxy.proxy import commands
 from mitmproxy.proxy.layers.http import HttpStream
 
-from ..vouched import ledger
-from . import pin, replace
+from kube_front_proxy.identity.vouched import ledger
+from kube_front_proxy.seam import pin, replace
 
 logger = logging.getLogger("kube_front_proxy")
 

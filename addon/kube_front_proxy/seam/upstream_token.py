@@ -1,8 +1,8 @@
 """Impersonation mode: the service-account token only in the bytes written to an API server.
 
 The token must not be in a flow (mitmweb shows flows, `-w` saves them), so a request carries a
-placeholder (service_account.py) up to the last moment, and no hook runs after a request head
-is encoded: mitmproxy's HTTP/1 request-head encoder (`http1.assemble_request_head`, which
+placeholder (identity/service_account.py) up to the last moment, and no hook runs after a request
+head is encoded: mitmproxy's HTTP/1 request-head encoder (`http1.assemble_request_head`, which
 `Http1Client.send` calls) is wrapped to hand each head to the seam policy's `upstream_token`
 (a TokenInjector), which puts the token in place of the placeholder for the configured servers.
 """
@@ -12,8 +12,8 @@ from __future__ import annotations
 from mitmproxy import http
 from mitmproxy.net.http import http1
 
-from .. import seam
-from . import original, replace
+from kube_front_proxy import seam
+from kube_front_proxy.seam import original, replace
 
 
 def _assemble_request_head(request: http.Request) -> bytes:

@@ -25,7 +25,7 @@ messages, the flow and its `websocket_message` hook, mitmweb's view) and changes
   on both sides with 1009 "message too big" and the limit named in the reason, as soon as the
   bytes pass it: at most that much of a frame is ever held per direction;
 - pings and pongs are logged one by one only within the session's log allowance
-  (`message_log.py`), then counted.
+  (`sessions/message_log.py`), then counted.
 
 A per-session observer (issue 16's recordings) plugs in as an ordinary addon: its
 `websocket_message` hook sees every frame, whole, before it is relayed, and `websocket_end`
@@ -55,9 +55,9 @@ from mitmproxy.proxy.layers.websocket import (
 from wsproto.connection import ConnectionState
 from wsproto.frame_protocol import CloseReason, Opcode
 
-from .. import seam
-from ..message_log import describe, summary_line
-from .upgraded_backpressure import gated
+from kube_front_proxy import seam
+from kube_front_proxy.seam.upgraded_backpressure import gated
+from kube_front_proxy.sessions.message_log import describe, summary_line
 
 logger = logging.getLogger("kube_front_proxy")
 

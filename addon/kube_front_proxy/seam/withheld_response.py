@@ -1,6 +1,6 @@
 """A secret in a response the proxy answers itself reaches the client, and no flow.
 
-The token endpoint (token_endpoint.py) answers with a new session token. Flows are shown in
+The token endpoint (authn/token_endpoint.py) answers with a new session token. Flows are shown in
 mitmweb, printed by mitmdump and saved with `-w`, all from the flow object in (or after) the
 `response` hook, and mitmproxy then sends `flow.response.raw_content` as it stands after every
 `response` hook: no public hook can send bytes that differ from what the flow keeps. So the
@@ -21,7 +21,7 @@ from mitmproxy.proxy import commands
 from mitmproxy.proxy.layers.http import HttpStream, SendHttp
 from mitmproxy.proxy.layers.http._events import ResponseData
 
-from . import replace
+from kube_front_proxy.seam import replace
 
 _Commands = Generator[commands.Command, Any, None]
 

@@ -1,0 +1,1 @@
+"""Logging a request in: credentials, password and token checks, OIDC, session tokens, lock-out."""

@@ -1,0 +1,1 @@
+"""Telling the API server who the user is: front-proxy headers, or impersonation."""

@@ -1,0 +1,1 @@
+"""kube-front-proxy-login: kubectl's credential plugin."""

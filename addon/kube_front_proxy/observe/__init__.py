@@ -1,0 +1,1 @@
+"""What operators see: the audit log, metrics, flow labels, request facts, summaries."""

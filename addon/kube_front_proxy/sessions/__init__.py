@@ -1,0 +1,1 @@
+"""Interactive sessions (exec, attach, port-forward): decoding, recording, their logs."""

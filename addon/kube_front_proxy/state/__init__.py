@@ -1,0 +1,1 @@
+"""What the replicas of one fleet share through Redis (state.redis)."""
