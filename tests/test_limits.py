@@ -67,7 +67,10 @@ def test_limits_config(tmp_path: Path, pki: Path) -> None:
         ({"limits": {"max_request_body_mb": 0}}, "limits.max_request_body_mb: must be at least 1"),
         ({"limits": {"max_request_header_kb": 0}}, "max_request_header_kb: must be at least 1"),
         ({"limits": {"max_body": 1}}, "max_body"),
-        ({"upstream": {"response_timeout_seconds": -1}}, "must be 0 (no limit) or more"),
+        (
+            {"upstream": {"response_timeout_seconds": -1}},
+            "response_timeout_seconds: must be 0 or more",
+        ),
     ]:
         with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
             load_settings(config_with(tmp_path, pki, **overrides))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kube_front_proxy.authn.login import REASONS
-from kube_front_proxy.config.settings import AUTHENTICATORS
+from kube_front_proxy.config.schema import AUTHENTICATORS
 from kube_front_proxy.observe import metric_labels
 from kube_front_proxy.observe.metrics import Metrics
 

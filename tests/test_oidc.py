@@ -18,9 +18,9 @@ import pytest
 import yaml
 
 from kube_front_proxy.authn.oidc import OidcAuthenticator, TokenRejected, looks_like_jwt
-from kube_front_proxy.authn.oidc_config import OidcSettings, oidc_settings
+from kube_front_proxy.authn.oidc_config import OidcSettings
 from kube_front_proxy.config.errors import ConfigError
-from kube_front_proxy.config.yamlfile import read_mapping
+from kube_front_proxy.config.settings import load_settings
 from kube_front_proxy.identity.headers import Identity
 
 from .oidc_issuer import AUDIENCE, OidcIssuer, serving
@@ -34,10 +34,15 @@ def issuer(tmp_path: Path) -> Iterator[OidcIssuer]:
 
 
 def load(tmp_path: Path, oidc: dict[str, Any]) -> OidcSettings:
-    """authn.oidc as written in a real config.yaml, read the way config/settings.py reads it."""
+    """authn.oidc as written in a real config.yaml (whose other files are never read here)."""
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump({"authn": {"oidc": oidc}}))
-    return oidc_settings(read_mapping(path).section("authn").section("oidc"))
+    upstream = {"servers": ["https://a"], "ca": "ca", "client_cert": "c", "client_key": "k"}
+    config = {"serving": {"cert": "c", "key": "k"}, "upstream": upstream,
+              "authn": {"oidc": oidc}}  # fmt: skip
+    path.write_text(yaml.safe_dump(config))
+    settings = load_settings(path).oidc
+    assert settings is not None
+    return settings
 
 
 def settings(issuer: OidcIssuer, tmp_path: Path, **overrides: Any) -> OidcSettings:
@@ -357,11 +362,11 @@ def test_looks_like_jwt(issuer: OidcIssuer) -> None:
         ({"issuer_url": None}, "authn.oidc.issuer_url", "missing"),
         ({"issuer_url": "http://idp.example"}, "authn.oidc.issuer_url", "must be an https:// URL"),
         ({"issuer_url": "https://idp.example/?a=b"}, "authn.oidc.issuer_url", "must not have"),
-        ({"audiences": []}, "authn.oidc.audiences", "list at least one client ID"),
+        ({"audiences": []}, "authn.oidc.audiences", "must list at least one"),
         ({"audiences": ["a", "a"]}, "authn.oidc.audiences[1]", "duplicate value 'a'"),
-        ({"audiences": "a"}, "authn.oidc.audiences", "must be a list of strings"),
-        ({"signing_algs": ["HS256"]}, "authn.oidc.signing_algs[0]", "'HS256' is not one of"),
-        ({"signing_algs": []}, "authn.oidc.signing_algs", "at least one algorithm"),
+        ({"audiences": "a"}, "authn.oidc.audiences", "must be a list, not a string"),
+        ({"signing_algs": ["HS256"]}, "authn.oidc.signing_algs[0]", "must be RS256, RS384"),
+        ({"signing_algs": []}, "authn.oidc.signing_algs", "must list at least one"),
         ({"client_id": "x"}, "authn.oidc.client_id", "unknown key"),
         ({"required_claims": {"tier": 1}}, "authn.oidc.required_claims.tier", "must be a string"),
         ({"required_claims": ["tier"]}, "authn.oidc.required_claims", "must be a mapping"),

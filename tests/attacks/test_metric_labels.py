@@ -18,7 +18,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from kube_front_proxy.authn.login import REASONS
-from kube_front_proxy.config.settings import AUTHENTICATORS
+from kube_front_proxy.config.schema import AUTHENTICATORS
 from kube_front_proxy.observe import metric_labels
 
 from ..e2e import basic_header, password_of, start_emulator, start_proxy_for

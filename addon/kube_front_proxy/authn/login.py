@@ -37,7 +37,7 @@ from kube_front_proxy.authn.session_tokens import (
 from kube_front_proxy.authn.session_tokens import REASONS as SESSION_TOKEN_REASONS
 from kube_front_proxy.authn.static_tokens import TokenFile, token_digest
 from kube_front_proxy.authn.users import header_value_problem
-from kube_front_proxy.config.settings import AUTHENTICATORS, SESSION_TOKEN
+from kube_front_proxy.config.schema import AUTHENTICATORS, SESSION_TOKEN
 from kube_front_proxy.identity.headers import Identity, IdentityHeaderWriter
 
 HeaderLines = tuple[tuple[bytes, bytes], ...]

@@ -13,14 +13,77 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal, get_args
 from urllib.parse import urlsplit
 
-from kube_front_proxy.config.errors import ConfigError
-from kube_front_proxy.config.yamlfile import Section
+from pydantic import AfterValidator, StringConstraints, model_validator
 
-ALLOWED_SIGNING_ALGS = frozenset(
-    f"{family}{bits}" for family in ("RS", "PS", "ES") for bits in (256, 384, 512)
-)
+from kube_front_proxy.config.declare import NONE, FileName, KeyProblem, Section, key, resolve
+from kube_front_proxy.config.errors import ConfigError
+
+SigningAlg = Literal["RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+                     "ES256", "ES384", "ES512"]  # fmt: skip
+ALLOWED_SIGNING_ALGS = frozenset(get_args(SigningAlg))
+
+
+def _issuer_url(url: str) -> str:
+    # As kube-apiserver's k8s.io/apiserver/pkg/apis/apiserver/validation/validation.go
+    # (validateURL): tokens carry this exact string in "iss", and keys are fetched below it.
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ValueError(f"must be an https:// URL, not {url!r}")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError("must not have a query, fragment or user name")
+    return url
+
+
+def _distinct(values: list[str]) -> list[str]:
+    for i, value in enumerate(values):
+        if value in values[:i]:
+            raise KeyProblem(f"[{i}]", f"duplicate value {value!r}")
+    return values
+
+
+NonEmpty = Annotated[str, StringConstraints(min_length=1)]
+
+
+class Oidc(Section):
+    """ID tokens of one OpenID Connect issuer (kube-apiserver's --oidc-* flags)."""
+
+    issuer_url: Annotated[str, AfterValidator(_issuer_url)] = key(
+        doc="the issuer, `https://` (`--oidc-issuer-url`)", shown="required with `oidc`"
+    )
+    audiences: Annotated[list[NonEmpty], AfterValidator(_distinct)] = key(
+        doc="accepted `aud` values (`--oidc-client-id`)", shown="required with `oidc`",
+        min_length=1,
+    )  # fmt: skip
+    ca: FileName | None = key(
+        None, "CA bundle for the issuer's HTTPS (`--oidc-ca-file`)", shown="system trust"
+    )
+    jwks_file: FileName | None = key(None, "a local JWKS instead of discovery and fetching")
+    username_claim: str = key("sub", "`--oidc-username-claim`", min_length=1)
+    username_prefix: str | None = key(
+        None, "`--oidc-username-prefix`; `-` for none",
+        shown="`<issuer_url>#` unless the claim is `email`",
+    )  # fmt: skip
+    groups_claim: str | None = key(None, "`--oidc-groups-claim`")
+    groups_prefix: str = key("", "`--oidc-groups-prefix`; needs `groups_claim`")
+    required_claims: dict[NonEmpty, str] = key(
+        {}, "claim -> value that must match (`--oidc-required-claim`)", shown=NONE
+    )
+    signing_algs: list[SigningAlg] = key(
+        ["RS256"], "accepted algorithms, of RS/PS/ES 256/384/512 (`--oidc-signing-algs`)",
+        min_length=1,
+    )  # fmt: skip
+    refresh_min_interval_seconds: int = key(
+        10, "the issuer's keys are fetched again for an unknown key at most this often", ge=0
+    )
+
+    @model_validator(mode="after")
+    def _groups(self) -> Oidc:
+        if self.groups_prefix and not self.groups_claim:
+            raise KeyProblem("groups_prefix", "needs groups_claim")
+        return self
 
 
 @dataclass(frozen=True)
@@ -45,88 +108,29 @@ class OidcSettings:
         return ConfigError(self.file, f"{self.key}.{key}", message)
 
 
-def oidc_settings(section: Section) -> OidcSettings:
-    """Parse authn.oidc; raises ConfigError naming the file and the dotted key."""
-    issuer_url = section.string("issuer_url")
-    _check_issuer_url(section, issuer_url)
-
-    audiences = section.string_list("audiences")
-    if not audiences:
-        raise section.error("audiences", "missing: list at least one client ID")
-    for i, audience in enumerate(audiences):
-        if not audience:
-            raise section.error(f"audiences[{i}]", "must not be empty")
-        if audience in audiences[:i]:
-            raise section.error(f"audiences[{i}]", f"duplicate value {audience!r}")
-
-    ca = section.optional_path("ca")
-    jwks_file = section.optional_path("jwks_file")
-
-    username_claim = section.string("username_claim", "sub")
-    if not username_claim:
-        raise section.error("username_claim", "must not be empty")
+def oidc_settings(section: Oidc, file: Path, key: str) -> OidcSettings:
+    """authn.oidc as the authenticator uses it: files resolved, the username prefix decided."""
     # --oidc-username-prefix: unset means "<issuer>#" unless the claim is email, "-" means none
     # (issue kubernetes#31380: without it, any issuer could name a built-in user).
-    prefix = section.string("username_prefix", "")
+    prefix = section.username_prefix or ""
     if prefix == "-":
         username_prefix = ""
-    elif not prefix and username_claim != "email":
-        username_prefix = f"{issuer_url}#"
+    elif not prefix and section.username_claim != "email":
+        username_prefix = f"{section.issuer_url}#"
     else:
         username_prefix = prefix
-
-    groups_claim = section.string("groups_claim", "") or None
-    groups_prefix = section.string("groups_prefix", "")
-    if groups_prefix and groups_claim is None:
-        raise section.error("groups_prefix", "needs groups_claim")
-
-    required_claims = _required_claims(section.section("required_claims"))
-
-    signing_algs = section.string_list("signing_algs", ("RS256",))
-    if not signing_algs:
-        raise section.error("signing_algs", "must name at least one algorithm")
-    for i, alg in enumerate(signing_algs):
-        if alg not in ALLOWED_SIGNING_ALGS:
-            allowed = ", ".join(sorted(ALLOWED_SIGNING_ALGS))
-            raise section.error(f"signing_algs[{i}]", f"{alg!r} is not one of {allowed}")
-
-    interval = section.integer("refresh_min_interval_seconds", 10)
-    if interval < 0:
-        raise section.error("refresh_min_interval_seconds", "must be 0 (no limit) or more")
-
-    section.finish()
     return OidcSettings(
-        file=section.file,
-        key=section.key,
-        issuer_url=issuer_url,
-        audiences=audiences,
-        ca=ca,
-        jwks_file=jwks_file,
-        username_claim=username_claim,
+        file=file,
+        key=key,
+        issuer_url=section.issuer_url,
+        audiences=tuple(section.audiences),
+        ca=resolve(file, section.ca),
+        jwks_file=resolve(file, section.jwks_file),
+        username_claim=section.username_claim,
         username_prefix=username_prefix,
-        groups_claim=groups_claim,
-        groups_prefix=groups_prefix,
-        required_claims=required_claims,
-        signing_algs=signing_algs,
-        refresh_min_interval=float(interval),
+        groups_claim=section.groups_claim or None,
+        groups_prefix=section.groups_prefix,
+        required_claims=dict(section.required_claims),
+        signing_algs=tuple(section.signing_algs),
+        refresh_min_interval=float(section.refresh_min_interval_seconds),
     )
-
-
-def _check_issuer_url(section: Section, url: str) -> None:
-    # As kube-apiserver's k8s.io/apiserver/pkg/apis/apiserver/validation/validation.go
-    # (validateURL): tokens carry this exact string in "iss", and keys are fetched below it.
-    parts = urlsplit(url)
-    if parts.scheme != "https" or not parts.hostname:
-        raise section.error("issuer_url", f"must be an https:// URL, not {url!r}")
-    if parts.query or parts.fragment or parts.username or parts.password:
-        raise section.error("issuer_url", "must not have a query, fragment or user name")
-
-
-def _required_claims(section: Section) -> dict[str, str]:
-    claims: dict[str, str] = {}
-    for name in section.names():
-        if not isinstance(name, str) or not name:
-            raise section.error(str(name), "claim names must be non-empty strings")
-        claims[name] = section.string(name)
-    section.finish()
-    return claims

@@ -1,7 +1,8 @@
-"""The one error type for bad configuration: it always names the file and the key."""
+"""The error type for bad configuration: it always names the file and the key."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -14,3 +15,19 @@ class ConfigError(Exception):
         self.message = message
         where = f"{self.file}: {key}" if key else self.file
         super().__init__(f"{where}: {message}")
+
+
+class ConfigErrors(ConfigError):
+    """Several problems of one file, all told at once (one line each); file, key and message
+    are the first one's."""
+
+    def __init__(self, problems: Sequence[ConfigError]) -> None:
+        first = problems[0]
+        super().__init__(first.file, first.key, first.message)
+        self.problems = tuple(problems)
+        self.args = ("\n".join(str(problem) for problem in problems),)
+
+    @staticmethod
+    def of(problems: Sequence[ConfigError]) -> ConfigError:
+        """One problem as itself, several as one ConfigErrors."""
+        return problems[0] if len(problems) == 1 else ConfigErrors(problems)

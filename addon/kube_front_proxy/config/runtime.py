@@ -120,7 +120,8 @@ class Runtime:
 
 
 def build_runtime(config_file: Path, previous: Runtime | None = None) -> Runtime:
-    """Load config.yaml and every file it names; raises ConfigError on the first problem.
+    """Load config.yaml and every file it names; raises ConfigError: every problem of
+    config.yaml's keys at once, then the first of the files it names.
 
     On reload, the remembered logins and failure counts of the previous runtime carry over
     when their settings did not change: a remembered login is tied to its htpasswd hash, so

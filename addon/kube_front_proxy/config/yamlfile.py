@@ -1,6 +1,7 @@
-"""Strict reading of YAML mappings: every key known, every value of the expected type.
+"""Reading YAML files: config.yaml's data (what it may say is config/schema.py), and the strict
+mappings of users.yaml and revocation lists: every key known, every value of the expected type.
 
-Each error names the file and the dotted key, so a broken config is fixed in one look.
+Each error names the file and the dotted key, so a broken file is fixed in one look.
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ from kube_front_proxy.config.errors import ConfigError
 
 def read_mapping(path: Path) -> Section:
     """Parse path as a YAML file whose top level is a mapping."""
+    return Section(path, "", read_yaml(path))
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse path as YAML; an empty file is an empty mapping."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
@@ -29,9 +35,7 @@ def read_mapping(path: Path) -> Section:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or "syntax error"
         raise ConfigError(path, "", f"invalid YAML{where}: {problem}") from None
-    if data is None:
-        data = {}
-    return Section(path, "", data)
+    return {} if data is None else data
 
 
 class Section:
@@ -39,7 +43,7 @@ class Section:
 
     def __init__(self, file: Path, key: str, data: Any) -> None:
         if not isinstance(data, dict):
-            raise ConfigError(file, key, f"must be a mapping, not {_kind(data)}")
+            raise ConfigError(file, key, f"must be a mapping, not {kind_of(data)}")
         self.file = file
         self.key = key
         self._data: dict[Any, Any] = data
@@ -54,9 +58,6 @@ class Section:
     def _take(self, key: str) -> Any:
         self._taken.add(key)
         return self._data.get(key)
-
-    def has(self, key: str) -> bool:
-        return key in self._data
 
     def names(self) -> list[Any]:
         return list(self._data)
@@ -76,32 +77,7 @@ class Section:
                 raise self.error(key, "missing")
             return default
         if not isinstance(value, str):
-            raise self.error(key, f"must be a string, not {_kind(value)} (quote it)")
-        return value
-
-    def integer(self, key: str, default: int) -> int:
-        value = self._take(key)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(key, f"must be an integer, not {_kind(value)}")
-        return value
-
-    def number(self, key: str, default: float) -> float:
-        """An integer or a decimal number, such as 0.2."""
-        value = self._take(key)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.error(key, f"must be a number, not {_kind(value)}")
-        return float(value)
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self._take(key)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            raise self.error(key, f"must be true or false, not {_kind(value)}")
+            raise self.error(key, f"must be a string, not {kind_of(value)} (quote it)")
         return value
 
     def string_list(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
@@ -109,10 +85,10 @@ class Section:
         if value is None:
             return default
         if not isinstance(value, list):
-            raise self.error(key, f"must be a list of strings, not {_kind(value)}")
+            raise self.error(key, f"must be a list of strings, not {kind_of(value)}")
         for i, item in enumerate(value):
             if not isinstance(item, str):
-                raise self.error(f"{key}[{i}]", f"must be a string, not {_kind(item)} (quote it)")
+                raise self.error(f"{key}[{i}]", f"must be a string, not {kind_of(item)} (quote it)")
         return tuple(value)
 
     def timestamp(self, key: str) -> datetime.datetime:
@@ -125,20 +101,10 @@ class Section:
                 raise self.error(key, f"not an RFC 3339 time: {value!r}") from None
         if not isinstance(value, datetime.datetime):
             raise self.error(key, f"must be a time such as 2025-06-01T12:00:00Z, not "
-                             f"{_kind(value)}")  # fmt: skip
+                             f"{kind_of(value)}")  # fmt: skip
         if value.tzinfo is None:
             raise self.error(key, "needs a time zone (Z for UTC)")
         return value
-
-    def path(self, key: str) -> Path:
-        """A file path; relative paths are resolved against the YAML file's own folder."""
-        value = self.string(key)
-        if not value:
-            raise self.error(key, "must not be empty")
-        return (self.file.parent / Path(value).expanduser()).resolve()
-
-    def optional_path(self, key: str) -> Path | None:
-        return None if self._take(key) is None else self.path(key)
 
     def finish(self) -> None:
         """Reject keys nobody took: a typo must not silently fall back to a default."""
@@ -147,9 +113,10 @@ class Section:
                 raise self.error(str(key), "unknown key")
 
 
-def _kind(value: Any) -> str:
+def kind_of(value: object) -> str:
+    """What a YAML value is, for messages: "a string", "a list", "nothing"."""
     if value is None:
         return "nothing"
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
-        type(value), f"a {type(value).__name__}"
-    )
+    kinds = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
+             int: "an integer", float: "a number"}  # fmt: skip
+    return kinds.get(type(value), f"a {type(value).__name__}")

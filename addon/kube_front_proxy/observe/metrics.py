@@ -34,7 +34,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from kube_front_proxy.authn.login import REASONS
-from kube_front_proxy.config.settings import AUTHENTICATORS
+from kube_front_proxy.config.schema import AUTHENTICATORS
 from kube_front_proxy.observe import metric_labels
 from kube_front_proxy.state.redis_link import Health
 

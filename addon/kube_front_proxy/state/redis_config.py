@@ -15,17 +15,87 @@ config/settings.py can.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import parse_qsl, urlsplit
 
+from pydantic import AfterValidator, model_validator
+
+from kube_front_proxy.config.declare import NONE, FileName, KeyProblem, Section, key, resolve
 from kube_front_proxy.config.errors import ConfigError
-from kube_front_proxy.config.yamlfile import Section
 
 SCHEMES = ("redis", "rediss", "unix")
-DEFAULT_PREFIX = "kube-front-proxy"
-DEFAULT_TIMEOUT = 0.2
+
+
+def _url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is not None:
+        # Checked first, and the URL never echoed: it holds a password.
+        raise ValueError("holds a password: put it in password_file instead")
+    if parts.scheme not in SCHEMES:
+        raise ValueError(f"must start with redis://, rediss:// or unix://, not {url!r}")
+    if parts.fragment:
+        raise ValueError(f"must not have a fragment: {url!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"invalid port in {url!r}") from None
+    if parts.scheme == "unix":
+        if parts.netloc.rpartition("@")[2] or not parts.path.startswith("/"):
+            raise ValueError(f"must be unix:///absolute/path.sock, not {url!r}")
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        if set(query) - {"db"} or not query.get("db", "0").isdigit():
+            raise ValueError(f"only ?db=N may follow the socket path: {url!r}")
+        return url
+    if not parts.hostname or port == 0:
+        raise ValueError(f"must name a host: {url!r}")
+    if parts.query or (parts.path.strip("/") and not parts.path.strip("/").isdigit()):
+        raise ValueError(f"only a database number may follow the host: {url!r}")
+    return url
+
+
+def _key_prefix(prefix: str) -> str:
+    if not prefix or not prefix.isprintable() or any(c.isspace() for c in prefix):
+        raise ValueError("must be printable text without spaces")
+    return prefix
+
+
+class Redis(Section):
+    """Where replicas share their counters and token revocations."""
+
+    url: Annotated[str, AfterValidator(_url)] = key(
+        doc="share the lock-out counters (and token revocations) with every process using this "
+        "Redis and `key_prefix`: `redis://[user@]HOST[:PORT][/DB]`, `rediss://...` (TLS) or "
+        "`unix:///PATH.sock[?db=N]`; never a password",
+        shown="none (everything per process)",
+    )
+    ca: FileName | None = key(
+        None, "CA bundle that verifies Redis's certificate (`rediss://` only; the host name is "
+        "checked too)", shown="the system's trust",
+    )  # fmt: skip
+    password_file: FileName | None = key(
+        None, "file holding the password (`AUTH`; with a user name in the URL for an ACL user); "
+        "re-read on change", shown=NONE,
+    )  # fmt: skip
+    key_prefix: Annotated[str, AfterValidator(_key_prefix)] = key(
+        "kube-front-proxy", "every key starts with it; processes with another prefix count apart"
+    )
+    timeout_seconds: float = key(
+        0.2, "most a Redis command may take, connecting included; then the proxy counts in the "
+        "process until Redis answers again (log line, `kube_front_proxy_shared_state_degraded`, "
+        "`/readyz`)", gt=0, le=10,
+    )  # fmt: skip
+    revoked_when_unavailable: bool = key(
+        True, "while Redis cannot answer, a token revocation check says \"revoked\" (fail "
+        "closed); `false` lets tokens through unchecked",
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _ca_for_tls_only(self) -> Redis:
+        if self.ca and not self.url.startswith("rediss:"):
+            raise KeyProblem("ca", "only for rediss:// URLs (TLS)")
+        return self
 
 
 @dataclass(frozen=True)
@@ -47,49 +117,7 @@ class RedisSettings:
         return ConfigError(self.file, f"state.redis.{key}", message)
 
 
-def redis_settings(section: Section) -> RedisSettings:
-    """Parse state.redis; raises ConfigError naming the file and the dotted key."""
-    url = section.string("url")
-    _check_url(section, url)
-    tls = url.startswith("rediss:")
-    ca = section.optional_path("ca")
-    if ca and not tls:
-        raise section.error("ca", "only for rediss:// URLs (TLS)")
-    password_file = section.optional_path("password_file")
-    prefix = section.string("key_prefix", DEFAULT_PREFIX)
-    if not prefix or not prefix.isprintable() or any(c.isspace() for c in prefix):
-        raise section.error("key_prefix", "must be printable text without spaces")
-    timeout = section.number("timeout_seconds", DEFAULT_TIMEOUT)
-    if not math.isfinite(timeout) or not 0 < timeout <= 10:
-        raise section.error("timeout_seconds", "must be more than 0 and at most 10")
-    revoked_when_unavailable = section.boolean("revoked_when_unavailable", True)
-    section.finish()
-    return RedisSettings(
-        section.file, url, ca, password_file, prefix, timeout, revoked_when_unavailable
-    )
-
-
-def _check_url(section: Section, url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in SCHEMES:
-        raise section.error("url", f"must start with redis://, rediss:// or unix://, not {url!r}")
-    if parts.password is not None:
-        # Never echo the URL here: it holds a password.
-        raise section.error("url", "holds a password: put it in password_file instead")
-    if parts.fragment:
-        raise section.error("url", f"must not have a fragment: {url!r}")
-    try:
-        port = parts.port
-    except ValueError:
-        raise section.error("url", f"invalid port in {url!r}") from None
-    if parts.scheme == "unix":
-        if parts.netloc.rpartition("@")[2] or not parts.path.startswith("/"):
-            raise section.error("url", f"must be unix:///absolute/path.sock, not {url!r}")
-        query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        if set(query) - {"db"} or not query.get("db", "0").isdigit():
-            raise section.error("url", f"only ?db=N may follow the socket path: {url!r}")
-        return
-    if not parts.hostname or port == 0:
-        raise section.error("url", f"must name a host: {url!r}")
-    if parts.query or (parts.path.strip("/") and not parts.path.strip("/").isdigit()):
-        raise section.error("url", f"only a database number may follow the host: {url!r}")
+def redis_settings(section: Redis, file: Path) -> RedisSettings:
+    return RedisSettings(file, section.url, resolve(file, section.ca),
+                         resolve(file, section.password_file), section.key_prefix,
+                         section.timeout_seconds, section.revoked_when_unavailable)  # fmt: skip
