@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from .e2e import basic_header, password_of, start_emulator, start_proxy_for
-from .support import free_port
+from .support import free_port, proxy_config, wait_until, write_yaml
 from .test_audit import validate
 
 WRONG = "N0t-the-Passw0rd"
@@ -98,3 +99,57 @@ def test_audit_log_and_metrics(pki: Path, tmp_path: Path) -> None:
     assert metrics[("kube_front_proxy_request_duration_seconds_count", (("verb", "list"),))] >= 1
     assert metrics[("kube_front_proxy_upstream_duration_seconds_count", ())] >= 3
     assert metrics[("kube_front_proxy_open_streams", ())] == 0
+
+
+def test_bounded_stores_as_gauges(pki: Path, tmp_path: Path) -> None:
+    """What the bounded stores hold, scraped: filled past their bounds, they stay at them, and a
+    reload's new stores are the ones shown."""
+    (tmp_path / "emulator").mkdir()
+    emulator = start_emulator(pki, tmp_path / "emulator")
+    metrics_port = free_port()
+    settings: dict[str, Any] = {
+        "metrics": {"listen": f"127.0.0.1:{metrics_port}"},
+        "authn": {"cache": {"max_entries": 2}, "lockout": {"max_tracked": 2}},
+        "connections": {"max_total": 50},
+        "reload": {"interval_seconds": 1},
+    }
+    proxy = start_proxy_for(pki, tmp_path / "proxy", emulator.port, **settings)
+    users = ["alice", "sha256-user", "sha512-user"]
+
+    def held() -> dict[str, tuple[float, float | None]]:
+        metrics = scrape(metrics_port)
+        return {
+            dict(labels)["store"]: (
+                value,
+                metrics.get(("kube_front_proxy_held_entries_max", labels)),
+            )
+            for (name, labels), value in metrics.items()
+            if name == "kube_front_proxy_held_entries"
+        }
+
+    try:
+        assert held()["credential_cache"] == (0, 2)
+        for user in users:  # three failing (user, address) pairs and user names, bound 2
+            assert proxy.raw("GET", "/api/v1/pods", [basic_header(user, WRONG)])[0] == 401
+        now = held()
+        assert now["lockout_per_user_and_address"] == (2, 2)
+        assert now["lockout_per_user"] == (2, 2)
+        assert now["lockout_per_address"] == (1, 2)
+        for user in users:  # three remembered logins, bound 2
+            ok = proxy.raw("GET", "/api/v1/pods", [basic_header(user, password_of(user))])
+            assert ok[0] == 200
+        now = held()
+        assert now["credential_cache"] == (2, 2)
+        assert now["lockout_per_user_and_address"] == (0, 2)  # a login clears its pair
+        assert now["client_connections"][1] == 50
+        assert now["lingering_close"] == (0, 256)
+        assert now["session_message_log"] == (0, 10_000)
+        assert now["session_recordings"] == (0, None)
+
+        settings["authn"]["cache"]["max_entries"] = 3
+        write_yaml(proxy.config, proxy_config(pki, emulator.port, proxy.port, **settings))
+        wait_until(lambda: held()["credential_cache"] == (0, 3))  # a new cache: its figures
+        assert held()["lockout_per_user"] == (2, 2)  # the same lock-out, kept
+    finally:
+        proxy.process.stop()
+        emulator.process.stop()

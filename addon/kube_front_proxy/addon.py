@@ -38,7 +38,7 @@ from kube_front_proxy.identity.vouched import ledger
 from kube_front_proxy.observe import no_injection, quoted_bytes
 from kube_front_proxy.observe.audit import SESSION_TOKEN_ISSUED_ANNOTATION, AuditLog
 from kube_front_proxy.observe.flow_labels import label
-from kube_front_proxy.observe.metrics import Metrics
+from kube_front_proxy.observe.metrics import Held, Metrics
 from kube_front_proxy.observe.recorder import Recorder
 from kube_front_proxy.seam import (
     body_after_login,
@@ -216,6 +216,7 @@ class K8sAuth:
         )
         if metrics:
             metrics.shared_health = self._shared_health
+            metrics.held = self._held
 
     def _stop_recorder(self) -> None:
         self.sessions.close_all()
@@ -321,6 +322,22 @@ class K8sAuth:
     def _shared_health(self) -> Health | None:
         shared = self.runtime.shared if self.runtime else None
         return shared.link.health if shared else None
+
+    def _held(self) -> list[Held]:
+        """The bounded stores' sizes, for the metrics thread (the runtime's: a reload may
+        replace them)."""
+        held = [
+            Held("client_connections", self.limits.open, self.limits.max_total),
+            Held("lingering_close", lingering_close.lingering(), lingering_close.MAX_LINGERING),
+            Held("session_message_log", len(self.message_log), self.message_log.max_sessions),
+            Held("session_recordings", len(self.sessions)),
+        ]
+        if self.runtime:
+            cache, lockout = self.runtime.login.cache, self.runtime.login.lockout
+            held.append(Held("credential_cache", len(cache), cache.max_entries))
+            for name, entries in lockout.tracked().items():
+                held.append(Held(f"lockout_{name}", entries, lockout.policy.max_tracked))
+        return held
 
     def _use_runtime(self, runtime: Runtime) -> None:
         retire(self.runtime.shared if self.runtime else None, runtime.shared)

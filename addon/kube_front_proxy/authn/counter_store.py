@@ -88,6 +88,10 @@ class CounterStore(Protocol):
         """The counter of key as this process knows it; None when it cannot tell."""
         ...
 
+    def tracked(self, kind: int) -> int:
+        """Keys of this kind held in this process's memory now; safe from another thread."""
+        ...
+
     def refund(self, charged: Sequence[Budget], now: float, clear: bytes = b"") -> None:
         """Undo a reservation (the attempt did not fail), and drop the counter `clear` if
         given. Takes effect in this process at once; a shared store follows in the background."""
@@ -111,11 +115,9 @@ class MemoryCounterStore:
         self._tables: dict[int, OrderedDict[bytes, float]] = {}
         self._overflow: dict[int, float] = {}
 
-    def __len__(self) -> int:
-        return sum(map(len, self._tables.values())) + len(self._overflow)
-
-    def keys(self) -> list[bytes]:
-        return [key for table in self._tables.values() for key in table]
+    def tracked(self, kind: int) -> int:
+        """Keys of this kind held now (at most max_per_kind); safe from another thread."""
+        return len(self._tables.get(kind, ()))
 
     def _table(self, kind: int) -> OrderedDict[bytes, float]:
         table = self._tables.get(kind)

@@ -49,6 +49,13 @@ DAY = 86400.0
 
 # Key kinds: the first byte of a counter's key.
 ADDRESS, PAIR, USER, PAST_BUDGET = b"a"[0], b"p"[0], b"u"[0], b"x"[0]
+# Each kind by the name of its budget in config.yaml (authn.lockout).
+BUDGET_NAMES = {
+    ADDRESS: "per_address",
+    PAIR: "per_user_and_address",
+    USER: "per_user",
+    PAST_BUDGET: "per_address_past_user_budget",
+}
 _V4_MAPPED = bytes(10) + b"\xff\xff"
 
 
@@ -119,15 +126,15 @@ class Lockout:
         self.store = store or memory_store(policy)
         self._clock = clock
         self._secret = secret or secrets.token_bytes(32)
-        bursts = {
-            ADDRESS: policy.per_address,
-            PAIR: policy.per_user_and_address,
-            USER: policy.per_user,
-            PAST_BUDGET: policy.per_address_past_user_budget,
-        }
+        bursts: dict[int, int] = {k: getattr(policy, n) for k, n in BUDGET_NAMES.items()}
         # kind -> (its keys' first byte, interval, burst)
         self._kinds = {kind: (bytes((kind,)), DAY / n, n) for kind, n in bursts.items()}
         self._groups: dict[tuple[bytes, Hashable], _Group] = {}
+
+    def tracked(self) -> dict[str, int]:
+        """Counters held in this process now, by budget (each at most policy.max_tracked);
+        safe from another thread."""
+        return {name: self.store.tracked(kind) for kind, name in BUDGET_NAMES.items()}
 
     def _user_id(self, user: str) -> bytes:
         # Hashed: a user name can be 60 KB of anything, and a shared store must not list them.

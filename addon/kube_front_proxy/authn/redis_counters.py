@@ -181,6 +181,9 @@ class RedisCounterStore:
     def known(self, key: bytes, now: float) -> float | None:
         return self.local.known(key, now)
 
+    def tracked(self, kind: int) -> int:
+        return self.local.tracked(kind)
+
     def refund(self, charged: Sequence[Budget], now: float, clear: bytes = b"") -> None:
         self.local.refund(charged, now, clear)
         keys = [self.redis_key(b.key) for b in charged]

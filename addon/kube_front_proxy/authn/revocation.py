@@ -32,9 +32,6 @@ class MemoryRevocations:
         self._clock = clock
         self._until: dict[str, float] = {}
 
-    def __len__(self) -> int:
-        return len(self._until)
-
     async def revoked(self, token_id: str) -> bool:
         until = self._until.get(token_id)
         if until is None:

@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
-from typing import Any
+from typing import Any, NamedTuple
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
@@ -73,6 +73,41 @@ class _SharedStateCollector(Collector):
             "Redis commands and probes that failed or timed out.",
             value=health.errors,
         )
+
+
+class Held(NamedTuple):
+    """What one bounded store holds now, and its bound (None: bounded by another limit)."""
+
+    store: str
+    entries: int
+    bound: int | None = None
+
+
+class _HeldCollector(Collector):
+    """Read at each scrape, on the metrics server's thread: sizes only (len() of what the event
+    loop mutates is safe here; iterating it would not be)."""
+
+    def __init__(self, held: Callable[[], Iterable[Held]]) -> None:
+        self.held = held
+
+    def collect(self) -> Iterable[Metric]:
+        entries = GaugeMetricFamily(
+            "kube_front_proxy_held_entries",
+            "Entries held now by each bounded store: connections, remembered logins, lock-out "
+            "counters, sessions, lingering sockets.",
+            labels=["store"],
+        )
+        bounds = GaugeMetricFamily(
+            "kube_front_proxy_held_entries_max",
+            "The most entries each store holds (its configured or built-in bound).",
+            labels=["store"],
+        )
+        for held in self.held():
+            entries.add_metric([held.store], held.entries)
+            if held.bound is not None:
+                bounds.add_metric([held.store], held.bound)
+        yield entries
+        yield bounds
 
 
 class Metrics:
@@ -136,6 +171,9 @@ class Metrics:
         # The shared state's health now (the runtime's: a reload may replace it); None without.
         self.shared_health: Callable[[], Health | None] = lambda: None
         self.registry.register(_SharedStateCollector(lambda: self.shared_health()))
+        # The bounded stores' sizes now (the addon's and its runtime's); set by the addon.
+        self.held: Callable[[], Iterable[Held]] = tuple
+        self.registry.register(_HeldCollector(lambda: self.held()))
         self._server: WSGIServer | None = None
         self._metrics_app = make_wsgi_app(self.registry)
         # Why the proxy refuses every request now ("": it serves); set by the addon.

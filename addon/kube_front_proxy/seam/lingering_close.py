@@ -62,6 +62,11 @@ _marked: weakref.WeakSet[Connection] = weakref.WeakSet()
 _lingering: set[asyncio.Task[None]] = set()
 
 
+def lingering() -> int:
+    """Sockets lingering now (at most MAX_LINGERING)."""
+    return len(_lingering)
+
+
 def after_final_answer(connection: Connection) -> None:
     """The next close of this client connection lingers (call before yielding the answer's
     last command, or the CloseConnection)."""

@@ -72,10 +72,6 @@ class CastWriter:
                 path.unlink()
             raise
 
-    @property
-    def size(self) -> int:
-        return self._size
-
     def event(self, seconds: float, code: str, text: str) -> None:
         if self.truncated or self._fd is None:
             return

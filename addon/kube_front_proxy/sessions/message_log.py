@@ -46,7 +46,7 @@ class MessageLog:
         self.burst = burst
         self.interval = interval
         self._clock = clock
-        self._max_sessions = max_sessions
+        self.max_sessions = max_sessions
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
 
     def admit(self, session: str) -> bool:
@@ -54,7 +54,7 @@ class MessageLog:
         state = self._sessions.get(session)
         if state is None:
             state = self._sessions[session] = _Session(last_summary=self._clock())
-            while len(self._sessions) > self._max_sessions:
+            while len(self._sessions) > self.max_sessions:
                 self._sessions.popitem(last=False)
         if state.shown < self.burst:
             state.shown += 1
