@@ -139,15 +139,10 @@ class MemoryCounterStore:
         return len(table) < self.max_per_kind
 
     def _read(self, key: bytes, now: float) -> float:
-        table = self._tables.get(key[0])
-        if table is None:
-            return 0.0
-        counter = table.get(key)
+        counter = self.known(key, now)
         if counter is not None:
             return counter
-        if key[0] in self._shared_when_full and not self._has_room(table, now):
-            return self._overflow.get(key[0], 0.0)
-        return 0.0
+        return self._overflow.get(key[0], 0.0) if key[0] in self._shared_when_full else 0.0
 
     def admit(
         self, strict: Sequence[Budget], either: Sequence[Budget], now: float
