@@ -76,17 +76,13 @@ class ResponseStatus:
     details: Mapping[str, object] | None = None
 
     def to_dict(self) -> dict[str, object]:
-        out: dict[str, object] = {"metadata": {}}
-        if self.status:
-            out["status"] = self.status
-        if self.message:
-            out["message"] = self.message
-        if self.reason:
-            out["reason"] = self.reason
-        if self.details:
-            out["details"] = dict(self.details)
-        out["code"] = self.code
-        return out
+        fields = {
+            "status": self.status,
+            "message": self.message,
+            "reason": self.reason,
+            "details": dict(self.details or {}),
+        }
+        return {"metadata": {}, **_omit_empty(fields), "code": self.code}
 
 
 @dataclass(frozen=True)
@@ -229,18 +225,20 @@ def micro_time(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _omit_empty[V](fields: Mapping[str, V]) -> dict[str, V]:
+    """Go's `json:",omitempty"`: the fields in their order, those with an empty value left out."""
+    return {name: value for name, value in fields.items() if value}
+
+
 def _user_info(identity: Identity) -> dict[str, object]:
-    """authentication/v1 UserInfo; every field omitted when empty."""
-    out: dict[str, object] = {}
-    if identity.user:
-        out["username"] = identity.user
-    if identity.uid:
-        out["uid"] = identity.uid
-    if identity.groups:
-        out["groups"] = list(identity.groups)
-    if identity.extra:
-        out["extra"] = {key: list(values) for key, values in identity.extra.items()}
-    return out
+    """authentication/v1 UserInfo."""
+    fields: dict[str, object] = {
+        "username": identity.user,
+        "uid": identity.uid,
+        "groups": list(identity.groups),
+        "extra": {key: list(values) for key, values in identity.extra.items()},
+    }
+    return _omit_empty(fields)
 
 
 def _object_ref(info: RequestInfo) -> dict[str, str]:
@@ -252,7 +250,7 @@ def _object_ref(info: RequestInfo) -> dict[str, str]:
         "apiVersion": info.api_version,
         "subresource": info.subresource,
     }
-    return {key: value for key, value in fields.items() if value}
+    return _omit_empty(fields)
 
 
 def _truncate(text: str, limit: int) -> str:
