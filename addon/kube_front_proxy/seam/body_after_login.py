@@ -38,7 +38,7 @@ from mitmproxy.proxy.layers.http._events import (
     ResponseProtocolError,
 )
 
-from kube_front_proxy.seam import lingering_close, pin, read_holds, replace
+from kube_front_proxy.seam import lingering_close, original, pin, read_holds, replace
 from kube_front_proxy.seam.read_holds import holds
 
 _Commands = Generator[commands.Command, Any, None]
@@ -75,8 +75,7 @@ def _answer_unread(stream: HttpStream) -> _Commands:
 
 def install() -> None:
     """Idempotent."""
-    global _handle_head
-    _handle_head = replace(
+    replace(
         HttpStream,
         "state_wait_for_request_headers",
         _state_wait_for_request_headers,
@@ -93,7 +92,7 @@ def install() -> None:
     read_holds.install()
 
 
-_handle_head: Any = HttpStream.state_wait_for_request_headers
+_handle_head: Any = original(HttpStream, "state_wait_for_request_headers")
 
 
 def _state_wait_for_request_headers(self: HttpStream, event: RequestHeaders) -> _Commands:

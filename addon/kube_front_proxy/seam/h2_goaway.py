@@ -75,14 +75,15 @@ def unprocessed_message(last_stream_id: int) -> str:
 
 # -- h2: GOAWAY does not close a client connection's state machine ---------------------------
 
-_receive_goaway: Callable[..., Any] | None = None
+_receive_goaway: Callable[..., Any] = seam.original(
+    h2.connection.H2Connection, "_receive_goaway_frame"
+)
 
 
 def _receive_goaway_frame(
     conn: h2.connection.H2Connection, frame: GoAwayFrame
 ) -> tuple[list[Any], list[h2.events.Event]]:
     if not conn.config.client_side:
-        assert _receive_goaway is not None
         result: tuple[list[Any], list[h2.events.Event]] = _receive_goaway(conn, frame)
         return result
     # As h2's own, without closing the state machine (the streams up to last_stream_id still
@@ -96,9 +97,15 @@ def _receive_goaway_frame(
 
 # -- mitmproxy: streams above last_stream_id are refused, the connection drains --------------
 
-_handle_h2_event: Callable[..., layer.CommandGenerator[bool]] | None = None
-_handle_event: Callable[..., layer.CommandGenerator[None]] | None = None
-_spec_matches: Callable[[GetHttpConnection, Connection], bool] | None = None
+_handle_h2_event: Callable[..., layer.CommandGenerator[bool]] = seam.original(
+    Http2Client, "handle_h2_event"
+)
+_handle_event: Callable[..., layer.CommandGenerator[None]] = seam.original(
+    Http2Client, "_handle_event"
+)
+_spec_matches: Callable[[GetHttpConnection, Connection], bool] = seam.original(
+    GetHttpConnection, "connection_spec_matches"
+)
 
 
 def _drained(client: Http2Client) -> bool:
@@ -117,7 +124,6 @@ def _close_drained(client: Http2Client) -> layer.CommandGenerator[None]:
 
 
 def _on_h2_event(client: Http2Client, event: h2.events.Event) -> layer.CommandGenerator[bool]:
-    assert _handle_h2_event is not None
     if isinstance(event, h2.events.ConnectionTerminated):
         yield from _on_goaway(client, event)
     elif (yield from _handle_h2_event(client, event)):
@@ -152,7 +158,6 @@ def _on_goaway(
 
 
 def _on_event(client: Http2Client, event: events.Event) -> layer.CommandGenerator[None]:
-    assert _handle_event is not None
     ours = client.our_stream_id.get(event.stream_id) if isinstance(event, HttpEvent) else None
     if client.conn in _draining and isinstance(event, HttpEvent) and ours is None:
         # A request that never reached this connection: a new one takes it.
@@ -179,13 +184,11 @@ def _on_event(client: Http2Client, event: events.Event) -> layer.CommandGenerato
 
 
 def _connection_spec_matches(command: GetHttpConnection, connection: Connection) -> bool:
-    assert _spec_matches is not None
     return _spec_matches(command, connection) and connection not in _draining
 
 
 def install() -> None:
     """Install the four replacements (idempotent)."""
-    global _receive_goaway, _handle_h2_event, _handle_event, _spec_matches
     seam.pin(
         h2.connection.H2Connection,
         "__init__",
@@ -198,28 +201,28 @@ def install() -> None:
         fingerprint="b871902060df75b6",
         why="closes the connection, fails the streams left in `streams`, then ignores events",
     )
-    _receive_goaway = seam.replace(
+    seam.replace(
         h2.connection.H2Connection,
         "_receive_goaway_frame",
         _receive_goaway_frame,
         fingerprint="54040698c5b5c4a3",
         why="an h2 client connection keeps receiving the streams up to GOAWAY's last stream id",
     )
-    _handle_h2_event = seam.replace(
+    seam.replace(
         Http2Client,
         "handle_h2_event",
         _on_h2_event,
         fingerprint="a3ffa2ebf8bb2daa",
         why="GOAWAY refuses the streams above its last stream id and drains the connection",
     )
-    _handle_event = seam.replace(
+    seam.replace(
         Http2Client,
         "_handle_event",
         _on_event,
         fingerprint="59d3a082417bb2f0",
         why="a draining connection refuses requests it has not started (queued ones too)",
     )
-    _spec_matches = seam.replace(
+    seam.replace(
         GetHttpConnection,
         "connection_spec_matches",
         _connection_spec_matches,

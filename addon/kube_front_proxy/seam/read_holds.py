@@ -26,7 +26,7 @@ from typing import Any
 from mitmproxy.connection import Connection
 from mitmproxy.proxy.server import ConnectionHandler
 
-from kube_front_proxy.seam import pin, replace
+from kube_front_proxy.seam import original, pin, replace
 
 
 class ReadHolds:
@@ -91,8 +91,7 @@ upstream_holds = ConnectionHolds()
 
 def install() -> None:
     """Idempotent."""
-    global _drain_writers_original
-    _drain_writers_original = replace(
+    replace(
         ConnectionHandler,
         "drain_writers",
         _drain_writers,
@@ -107,7 +106,7 @@ def install() -> None:
     )
 
 
-_drain_writers_original: Any = ConnectionHandler.drain_writers
+_drain_writers_original: Any = original(ConnectionHandler, "drain_writers")
 
 
 async def _drain_writers(self: ConnectionHandler) -> None:

@@ -31,17 +31,16 @@ from mitmproxy.proxy import commands
 from mitmproxy.proxy.layers.http import HttpStream
 
 from kube_front_proxy.identity.vouched import ledger
-from kube_front_proxy.seam import pin, replace
+from kube_front_proxy.seam import original, pin, replace
 
 logger = logging.getLogger("kube_front_proxy")
 
-_original: Any = HttpStream.make_server_connection
+_original: Any = original(HttpStream, "make_server_connection")
 
 
 def install() -> None:
     """Idempotent."""
-    global _original
-    _original = replace(
+    replace(
         HttpStream,
         "make_server_connection",
         _make_server_connection,

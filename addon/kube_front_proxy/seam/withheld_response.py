@@ -21,7 +21,7 @@ from mitmproxy.proxy import commands
 from mitmproxy.proxy.layers.http import HttpStream, SendHttp
 from mitmproxy.proxy.layers.http._events import ResponseData
 
-from kube_front_proxy.seam import replace
+from kube_front_proxy.seam import original, replace
 
 _Commands = Generator[commands.Command, Any, None]
 
@@ -55,13 +55,12 @@ class Withheld:
 
 
 withheld = Withheld()
-_send_response: Any = HttpStream.send_response
+_send_response: Any = original(HttpStream, "send_response")
 
 
 def install() -> None:
     """Idempotent."""
-    global _send_response
-    _send_response = replace(
+    replace(
         HttpStream,
         "send_response",
         _revealing_send_response,
