@@ -31,8 +31,8 @@ from kube_front_proxy.authn.session_tokens import MAX_VERIFIED, Basis  # noqa: E
 from kube_front_proxy.authn.token_endpoint import TOKEN_PATH, answer  # noqa: E402
 from kube_front_proxy.config.runtime import build_runtime  # noqa: E402
 from kube_front_proxy.identity.headers import Identity  # noqa: E402
-from tests.e2e import basic_header  # noqa: E402
-from tests.support import htpasswd_add, proxy_config, write_yaml  # noqa: E402
+from tests.support.configs import htpasswd_add, proxy_config, write_yaml  # noqa: E402
+from tests.support.users import basic_header  # noqa: E402
 
 
 async def mean_seconds(login: Login, authorization: str, count: int) -> float:

@@ -31,7 +31,8 @@ sys.path.insert(0, str(REPO / "addon"))
 sys.path.insert(0, str(REPO / "certs"))
 
 import devpki  # noqa: E402
-from tests.e2e import basic_header, password_of, start_proxy_for  # noqa: E402
+from tests.support.harness import start_proxy_for  # noqa: E402
+from tests.support.users import basic_header, password_of  # noqa: E402
 
 CHUNK = 64 * 1024
 

@@ -39,8 +39,8 @@ sys.path.insert(0, str(REPO / "certs"))
 import devpki  # noqa: E402
 from kube_front_proxy.authn.htpasswd import Htpasswd  # noqa: E402
 from kube_front_proxy.config.settings import FileRef  # noqa: E402
-from tests.e2e import start_emulator, start_proxy_for  # noqa: E402
-from tests.support import HTPASSWD_FLAGS, htpasswd_add  # noqa: E402
+from tests.support.configs import HTPASSWD_FLAGS, htpasswd_add  # noqa: E402
+from tests.support.harness import start_emulator, start_proxy_for  # noqa: E402
 
 SCHEMES = ["bcrypt", "apr1", "sha256", "sha512", "sha1"]
 

@@ -1,30 +1,27 @@
-"""Shared fixtures: a development PKI, the API-server emulator and the proxy."""
+"""Shared fixtures: a development PKI, the API-server emulator (a process, or in-process for its
+own tests) and the proxy; the unit/e2e marking. The helpers behind them live in tests/support/."""
 
 from __future__ import annotations
 
 import inspect
 import re
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "certs"))
-sys.path.insert(0, str(REPO / "addon"))
-
-import devpki  # noqa: E402
-
-from . import support  # noqa: E402
-from .e2e import Emulator, Proxy, start_emulator, start_proxy_for  # noqa: E402
+from tests.emulator import EmulatorServer
+from tests.support.certificates import make_dev_pki
+from tests.support.emulator_pki import EmulatorPKI, kubeadm_config, make_emulator_pki
+from tests.support.harness import Emulator, Proxy, start_emulator, start_proxy_for
+from tests.support.processes import Process
 
 
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh kubeadm-shaped PKI (certs/devpki.py) for the whole test session."""
     out = tmp_path_factory.mktemp("pki")
-    devpki.make_dev_pki(out, force=True)
+    make_dev_pki(out, force=True)
     return out
 
 
@@ -57,6 +54,21 @@ def limited(
     )  # fmt: skip
     yield p
     p.process.stop()
+
+
+@pytest.fixture(scope="session")
+def emulator_pki(tmp_path_factory: pytest.TempPathFactory) -> EmulatorPKI:
+    return make_emulator_pki(tmp_path_factory.mktemp("emulator-pki"))
+
+
+@pytest.fixture(scope="module")
+def emulator_server(
+    emulator_pki: EmulatorPKI, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EmulatorServer]:
+    """An in-process emulator in the kubeadm layout, logging to a file."""
+    log = tmp_path_factory.mktemp("emulator-log") / "requests.jsonl"
+    with EmulatorServer(kubeadm_config(emulator_pki, request_log=log)) as server:
+        yield server
 
 
 # Tests that start real processes (the emulator, the proxy, kubectl, redis) are end-to-end;
@@ -99,4 +111,4 @@ def _unit_tests_start_no_process(
         def refuse(*args: object, **kwargs: object) -> None:
             pytest.fail("a unit test started a process: tests/conftest.py must mark it e2e")
 
-        monkeypatch.setattr(support.Process, "__init__", refuse)
+        monkeypatch.setattr(Process, "__init__", refuse)

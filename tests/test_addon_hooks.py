@@ -18,8 +18,7 @@ from mitmproxy.test import taddons, tflow
 
 from kube_front_proxy.addon import K8sAuth
 from kube_front_proxy.upstream.trust_gate import CLIENT_MESSAGE
-
-from .support import htpasswd_add, proxy_config, write_yaml
+from tests.support.configs import htpasswd_add, proxy_config, write_yaml
 
 UNAUTHORIZED = (
     b'{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'

@@ -21,9 +21,11 @@ from kube_front_proxy.authn.htpasswd import Htpasswd
 from kube_front_proxy.authn.lockout import Lockout, LockoutPolicy
 from kube_front_proxy.authn.login import Login
 from kube_front_proxy.identity.headers import HeaderNames, IdentityHeaderWriter
+from tests.support.configs import write_yaml
+from tests.support.harness import Emulator, start_proxy_for
+from tests.support.processes import KUBECTL
+from tests.support.users import ALICE_PASSWORD, basic_header, write_users
 
-from .e2e import ALICE_PASSWORD, Emulator, basic_header, start_proxy_for, write_users
-from .support import KUBECTL, write_yaml
 from .test_htpasswd import ref as htpasswd_ref
 
 UTC = datetime.UTC

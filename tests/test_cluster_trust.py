@@ -18,10 +18,11 @@ from kube_front_proxy.config.runtime import Runtime, build_runtime
 from kube_front_proxy.identity.headers import HeaderNames
 from kube_front_proxy.upstream.trust import FRONT_PROXY_OFF, TrustDataError, mismatches
 from kube_front_proxy.upstream.trust_check import CHECK_USER, Verdict
+from tests.support.configs import htpasswd_add, proxy_config, write_yaml
+from tests.support.emulator_pki import kubeadm_config
+from tests.support.processes import free_port
 
-from .conftest_emulator import kubeadm_config
 from .emulator import EmulatorServer
-from .support import free_port, htpasswd_add, proxy_config, write_yaml
 
 FRONT_PROXY_CA = devpki.make_ca("front-proxy-ca")
 CLIENT = devpki.issue(FRONT_PROXY_CA, "front-proxy-client")

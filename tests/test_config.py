@@ -9,8 +9,7 @@ import pytest
 
 from kube_front_proxy.config.errors import ConfigError
 from kube_front_proxy.config.runtime import build_runtime
-
-from .support import htpasswd_add, proxy_config, write_yaml
+from tests.support.configs import htpasswd_add, proxy_config, write_yaml
 
 
 @pytest.fixture

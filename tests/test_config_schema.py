@@ -19,9 +19,8 @@ from kube_front_proxy.config.errors import ConfigError, ConfigErrors
 from kube_front_proxy.config.reference import DOCS_FILE, SCHEMA_FILE, docs_with_table, json_schema
 from kube_front_proxy.config.schema import ConfigFile
 from kube_front_proxy.config.settings import load_settings
-
-from .conftest import REPO
-from .support import write_yaml
+from tests.support.configs import write_yaml
+from tests.support.processes import REPO
 
 # Every section of config.yaml set, every key given (not its default): what the unknown-key walk
 # below adds to, and what both the proxy and the JSON Schema must accept.

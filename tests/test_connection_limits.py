@@ -7,9 +7,9 @@ import ssl
 from pathlib import Path
 
 from kube_front_proxy.client.connection_limits import ConnectionLimits
-
-from .e2e import Emulator, basic_header, password_of, start_proxy_for
-from .support import wait_until
+from tests.support.harness import Emulator, start_proxy_for
+from tests.support.processes import wait_until
+from tests.support.users import basic_header, password_of
 
 
 def test_limits_count_and_release() -> None:

@@ -22,8 +22,8 @@ import yaml
 
 from kube_front_proxy.config.runtime import build_runtime
 from kube_front_proxy.config.settings import load_settings
-
-from .support import BIN, KUBECTL, REPO, htpasswd_add
+from tests.support.configs import htpasswd_add
+from tests.support.processes import BIN, KUBECTL, REPO
 
 MANIFESTS = REPO / "deploy" / "kubernetes"
 UNIT = REPO / "deploy" / "systemd" / "kube-front-proxy@.service"

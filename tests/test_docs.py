@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from kube_front_proxy.config.runtime import build_runtime
-
-from .conftest import REPO
+from tests.support.processes import REPO
 
 README = REPO / "README.md"
 PAGES = [README, *sorted((REPO / "docs").glob("*.md"))]

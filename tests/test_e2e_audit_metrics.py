@@ -8,8 +8,11 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from .e2e import basic_header, password_of, start_emulator, start_proxy_for
-from .support import free_port, proxy_config, wait_until, write_yaml
+from tests.support.configs import proxy_config, write_yaml
+from tests.support.harness import start_emulator, start_proxy_for
+from tests.support.processes import free_port, wait_until
+from tests.support.users import basic_header, password_of
+
 from .test_audit import validate
 
 WRONG = "N0t-the-Passw0rd"

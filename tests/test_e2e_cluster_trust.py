@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from .e2e import Emulator, Proxy, start_emulator, start_proxy_for
-from .support import Process
+from tests.support.harness import Emulator, Proxy, start_emulator, start_proxy_for
+from tests.support.processes import Process
 
 TRUST_LINE = re.compile(
     r"^\[[\d:.]+\] (kube-front-proxy: (?:cluster trust|the cluster trust|not serving).*)$"

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from mitmproxy import http, io
 
-from .e2e import Emulator, basic_header, password_of, start_proxy_for
+from tests.support.harness import Emulator, start_proxy_for
+from tests.support.users import basic_header, password_of
 
 WRONG_PASSWORD = "Wr0ng-but-close-pässword"
 

@@ -21,9 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from .e2e import Emulator, Proxy, basic_header, password_of, start_emulator, start_proxy_for
-from .h2client import H2Client
-from .support import KUBECTL
+from tests.support.harness import Emulator, Proxy, start_emulator, start_proxy_for
+from tests.support.http2 import H2Client
+from tests.support.processes import KUBECTL
+from tests.support.users import basic_header, password_of
+
 from .test_e2e_ha import _mkdir, wait_until, watch_requests
 
 PODS = "/api/v1/namespaces/default/pods"

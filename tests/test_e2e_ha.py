@@ -20,8 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from .e2e import Emulator, Proxy, basic_header, password_of, start_emulator, start_proxy_for
-from .support import KUBECTL, raw_request, wait_until
+from tests.support.harness import Emulator, Proxy, start_emulator, start_proxy_for
+from tests.support.http1 import raw_request
+from tests.support.processes import KUBECTL, wait_until
+from tests.support.users import basic_header, password_of
 
 PODS = "/api/v1/namespaces/default/pods"
 REVIEW = "/apis/authentication.k8s.io/v1/selfsubjectreviews"

@@ -1,5 +1,5 @@
 """OIDC ID tokens through the proxy with kubectl (kubeconfig `token:`), alongside static tokens
-and Basic users, against a real local issuer over HTTPS (tests/oidc_issuer.py)."""
+and Basic users, against a real local issuer over HTTPS (tests/support/oidc_issuer.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from .e2e import Emulator, start_proxy_for
-from .oidc_issuer import AUDIENCE, OidcIssuer, serving
-from .support import KUBECTL, write_yaml
+from tests.support.configs import write_yaml
+from tests.support.harness import Emulator, start_proxy_for
+from tests.support.oidc_issuer import AUDIENCE, OidcIssuer, serving
+from tests.support.processes import KUBECTL
+
 from .test_tokens import CSV, TOKEN, token_kubeconfig
 
 

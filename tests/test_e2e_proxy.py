@@ -8,17 +8,8 @@ from typing import Any
 
 import pytest
 
-from .e2e import (
-    ALICE,
-    ALICE_LINES,
-    SCHEME_USERS,
-    Emulator,
-    Proxy,
-    basic_header,
-    password_of,
-    start_emulator,
-    start_proxy_for,
-)
+from tests.support.harness import Emulator, Proxy, start_emulator, start_proxy_for
+from tests.support.users import ALICE, ALICE_LINES, SCHEME_USERS, basic_header, password_of
 
 UNAUTHORIZED = (
     b'{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'

@@ -20,10 +20,13 @@ from typing import Any
 
 import pytest
 
+from tests.support.configs import htpasswd_add, read_json_lines
+from tests.support.harness import Emulator, Proxy, start_proxy_for
+from tests.support.processes import BIN, KUBECTL
+from tests.support.redis_server import RedisServer
+from tests.support.users import ALICE_PASSWORD, basic_header
+
 from . import test_e2e_tty as tty
-from .e2e import ALICE_PASSWORD, Emulator, Proxy, basic_header, start_proxy_for
-from .redis_server import RedisServer
-from .support import BIN, KUBECTL, htpasswd_add, read_json_lines
 from .test_e2e_upgrades import EXEC, REMOTE_COMMAND_ENV, upgrade_records
 
 PLUGIN = str(BIN / "kube-front-proxy-login")

@@ -32,8 +32,12 @@ from asciinema import asciicast
 from mitmproxy import http, io, tcp
 from prometheus_client.parser import text_string_to_metric_families
 
-from .e2e import Emulator, Proxy, start_proxy_for, write_users
-from .support import BIN, KUBECTL, REPO, PeakRss, Process, free_port, proxy_config, write_yaml
+from tests.support.configs import proxy_config, write_yaml
+from tests.support.harness import Emulator, Proxy, start_proxy_for
+from tests.support.measure import PeakRss
+from tests.support.processes import BIN, KUBECTL, REPO, Process, free_port
+from tests.support.users import write_users
+
 from .test_e2e_tty import COLS, ROWS, Terminal
 from .test_e2e_upgrades import (
     EXEC,

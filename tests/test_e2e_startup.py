@@ -11,15 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from .e2e import (
-    Emulator,
-    basic_header,
-    password_of,
-    start_proxy_for,
-    write_users,
-)
-from .h2client import H2Client
-from .support import REPO, free_port, proxy_config, start_proxy, write_yaml
+from tests.support.configs import proxy_config, write_yaml
+from tests.support.harness import Emulator, start_proxy, start_proxy_for
+from tests.support.http2 import H2Client
+from tests.support.processes import REPO, free_port
+from tests.support.users import basic_header, password_of, write_users
 
 
 def listening_ports(pid: int, protocol: str = "t") -> set[int]:

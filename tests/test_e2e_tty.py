@@ -33,9 +33,9 @@ import pytest
 from tests.emulator import EmulatorConfig, EmulatorServer
 from tests.emulator.api import API
 from tests.emulator.container import Container
+from tests.support.harness import Proxy, start_proxy_for
+from tests.support.processes import KUBECTL
 
-from .e2e import Proxy, start_proxy_for
-from .support import KUBECTL
 from .test_e2e_upgrades import EXEC, REMOTE_COMMAND_ENV, assert_upgrade_as_alice
 
 PROTOCOLS = sorted(REMOTE_COMMAND_ENV)

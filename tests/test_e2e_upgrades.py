@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 
 from tests.emulator import EmulatorConfig, EmulatorServer, spdy, websocket
-
-from .e2e import ALICE, ALICE_LINES, Emulator, Proxy, basic_header, password_of
-from .support import KUBECTL
+from tests.support.harness import Emulator, Proxy
+from tests.support.processes import KUBECTL
+from tests.support.users import ALICE, ALICE_LINES, basic_header, password_of
 
 EXEC = "/api/v1/namespaces/default/pods/nginx-1/exec"
 ATTACH = "/api/v1/namespaces/default/pods/nginx-1/attach"

@@ -21,8 +21,9 @@ from typing import Any
 
 import pytest
 
-from .e2e import Emulator, Proxy, start_emulator, start_proxy_for
-from .support import KUBECTL
+from tests.support.harness import Emulator, Proxy, start_emulator, start_proxy_for
+from tests.support.processes import KUBECTL
+
 from .test_emulator_watch_events import resource_version, sent_at
 from .test_matrix import CLIENT_ENV, VERSION, assert_identity
 

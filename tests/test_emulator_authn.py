@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest_emulator import CertKey, issue, make_ca
 from tests.emulator.api import API, Request, request_info
 from tests.emulator.authn import (
     ANONYMOUS_INFO,
@@ -15,6 +14,7 @@ from tests.emulator.authn import (
 )
 from tests.emulator.requestheader import RequestHeaderAuthenticator, UserInfo
 from tests.emulator.x509verify import CertPool
+from tests.support.certificates import CertKey, issue, make_ca
 
 HEADERS = RequestHeaderAuthenticator.new(
     ["X-Remote-User"], ["X-Remote-Uid"], ["X-Remote-Group"], ["X-Remote-Extra-"]

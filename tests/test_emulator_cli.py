@@ -10,15 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest_emulator import (
-    EmulatorPKI,
-    emulator_pki,  # noqa: F401 - fixture
-    request,
-)
 from tests.emulator import EmulatorServer, load_request_log
 from tests.emulator.__main__ import config_from_args, parse_args
+from tests.support.emulator_pki import EmulatorPKI, request
+from tests.support.processes import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 REQUIRED = ["--tls-cert-file", "c", "--tls-private-key-file", "k"]
 
 
@@ -50,7 +46,7 @@ def test_list_flags_behave_like_pflag_string_slices() -> None:
     assert config.anonymous_auth is False
 
 
-def test_cli_serves_and_logs(emulator_pki: EmulatorPKI, tmp_path: Path) -> None:  # noqa: F811
+def test_cli_serves_and_logs(emulator_pki: EmulatorPKI, tmp_path: Path) -> None:
     pki = emulator_pki
     log, ready = tmp_path / "requests.jsonl", tmp_path / "ready"
     process = subprocess.Popen(
@@ -108,8 +104,8 @@ def test_bad_configuration_exits_with_an_error(tmp_path: Path) -> None:
     assert result.stderr.startswith("emulator: ")
 
 
-def test_in_process_server_stops_promptly(emulator_pki: EmulatorPKI) -> None:  # noqa: F811
-    from tests.conftest_emulator import kubeadm_config
+def test_in_process_server_stops_promptly(emulator_pki: EmulatorPKI) -> None:
+    from tests.support.emulator_pki import kubeadm_config
 
     server = EmulatorServer(kubeadm_config(emulator_pki))
     server.start()

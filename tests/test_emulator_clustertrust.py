@@ -10,26 +10,18 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from tests.conftest_emulator import (
-    CertKey,
-    EmulatorPKI,
-    custom_cert,
-    emulator_pki,  # noqa: F401 - fixture
-    emulator_server,  # noqa: F401 - fixture
-    issue,
-    kubeadm_config,
-    now,
-)
 from tests.emulator import EmulatorServer
 from tests.emulator.clustertrust import combine_cert_lists, configmap_data
+from tests.support.certificates import CertKey, custom_cert, issue, now
+from tests.support.emulator_pki import EmulatorPKI, kubeadm_config
 
 NAME, NAMESPACE = "extension-apiserver-authentication", "kube-system"
 
 
 @pytest.fixture(scope="module")
 def core(
-    emulator_server: EmulatorServer,  # noqa: F811
-    emulator_pki: EmulatorPKI,  # noqa: F811
+    emulator_server: EmulatorServer,
+    emulator_pki: EmulatorPKI,
 ) -> Iterator[client.CoreV1Api]:
     """The official client as user jane (client certificate from --client-ca-file)."""
     crt, key = emulator_pki.write(issue(emulator_pki.cluster_ca, "jane"), "jane")
@@ -43,7 +35,7 @@ def core(
 
 def test_configmap_holds_the_servers_authentication_flags(
     core: client.CoreV1Api,
-    emulator_pki: EmulatorPKI,  # noqa: F811
+    emulator_pki: EmulatorPKI,
 ) -> None:
     cm = core.read_namespaced_config_map(NAME, NAMESPACE)
     assert cm.metadata is not None
@@ -70,7 +62,7 @@ def test_other_configmaps_are_not_found(core: client.CoreV1Api) -> None:
 
 
 def test_lists_are_json_deduplicated_and_empty_is_brackets(
-    emulator_pki: EmulatorPKI,  # noqa: F811
+    emulator_pki: EmulatorPKI,
 ) -> None:
     data = configmap_data(
         kubeadm_config(
@@ -85,7 +77,7 @@ def test_lists_are_json_deduplicated_and_empty_is_brackets(
     assert data["requestheader-group-headers"] == '["X-Remote-Group","X-Groups"]'
 
 
-def test_requestheader_keys_need_a_requestheader_ca(emulator_pki: EmulatorPKI) -> None:  # noqa: F811
+def test_requestheader_keys_need_a_requestheader_ca(emulator_pki: EmulatorPKI) -> None:
     config = kubeadm_config(emulator_pki, requestheader_client_ca_file=None)
     assert configmap_data(config) == {"client-ca-file": emulator_pki.cluster_ca.cert_pem().decode()}
     assert configmap_data(kubeadm_config(emulator_pki, client_ca_file=None)).keys() == {

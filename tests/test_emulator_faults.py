@@ -8,23 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest_emulator import (
-    EmulatorPKI,
-    RawResponse,
-    emulator_pki,  # noqa: F401 - fixture
-    issue,
-    kubeadm_config,
-    request,
-)
 from tests.emulator import EmulatorServer
 from tests.emulator.__main__ import config_from_args, parse_args
+from tests.support.certificates import issue
+from tests.support.emulator_pki import EmulatorPKI, kubeadm_config, request
+from tests.support.http1 import H1Response
 
 READY_CHECKS = "[+]ping ok\n[+]log ok\n[+]etcd ok\n[+]etcd-readiness ok\n[+]informer-sync ok\n"
 
 
 def timed(
     server: EmulatorServer, pki: EmulatorPKI, path: str = "/readyz"
-) -> tuple[float, RawResponse]:
+) -> tuple[float, H1Response]:
     start = time.monotonic()
     response = request(server, pki, "GET", path)
     return time.monotonic() - start, response
@@ -37,7 +32,7 @@ def controls(tmp_path: Path) -> tuple[Path, Path]:
 
 @pytest.fixture
 def server(
-    emulator_pki: EmulatorPKI,  # noqa: F811
+    emulator_pki: EmulatorPKI,
     controls: tuple[Path, Path],
 ) -> Iterator[EmulatorServer]:
     delay_file, not_ready_file = controls
@@ -51,7 +46,7 @@ def server(
         yield s
 
 
-def test_fixed_response_delay_changes_timing_only(emulator_pki: EmulatorPKI) -> None:  # noqa: F811
+def test_fixed_response_delay_changes_timing_only(emulator_pki: EmulatorPKI) -> None:
     with EmulatorServer(kubeadm_config(emulator_pki)) as fast:
         fast_time, fast_response = timed(fast, emulator_pki, "/version")
     with EmulatorServer(kubeadm_config(emulator_pki, response_delay=0.4)) as slow:
@@ -68,7 +63,7 @@ def test_fixed_response_delay_changes_timing_only(emulator_pki: EmulatorPKI) -> 
 
 def test_delay_file_slows_a_running_server_down_and_back(
     server: EmulatorServer,
-    emulator_pki: EmulatorPKI,  # noqa: F811
+    emulator_pki: EmulatorPKI,
     controls: tuple[Path, Path],
 ) -> None:
     delay_file, _ = controls
@@ -87,7 +82,7 @@ def test_delay_file_slows_a_running_server_down_and_back(
 
 def test_not_ready_file_fails_readyz_like_a_shutdown(
     server: EmulatorServer,
-    emulator_pki: EmulatorPKI,  # noqa: F811
+    emulator_pki: EmulatorPKI,
     controls: tuple[Path, Path],
 ) -> None:
     _, not_ready = controls

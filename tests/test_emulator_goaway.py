@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from h2.errors import ErrorCodes
 
-from tests.conftest_emulator import kubeadm_config
 from tests.emulator import EmulatorConfig, EmulatorServer, http2
 from tests.emulator.api import Request
+from tests.support.emulator_pki import kubeadm_config
+from tests.support.http1 import raw_request
+from tests.support.http2 import H2Client
 
-from .h2client import H2Client
-from .support import raw_request
 from .test_emulator_http2 import ALICE, PODS, proxy_context
 
 REVIEW = "/apis/authentication.k8s.io/v1/selfsubjectreviews"

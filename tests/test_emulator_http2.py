@@ -14,11 +14,10 @@ from pathlib import Path
 import pytest
 from h2.errors import ErrorCodes
 
-from tests.conftest_emulator import kubeadm_config
 from tests.emulator import EmulatorServer, http2
 from tests.emulator.api import API, CHATTY_LINE, FakePod
-
-from .h2client import H2Client
+from tests.support.emulator_pki import kubeadm_config
+from tests.support.http2 import H2Client
 
 ALICE = [("x-remote-user", "alice"), ("x-remote-group", "system:masters"),
          ("x-remote-group", "devs"), ("x-remote-extra-scopes", "view")]  # fmt: skip

@@ -17,21 +17,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest_emulator import (
-    EmulatorPKI,
-    RawResponse,
-    emulator_pki,  # noqa: F401 - fixture
-    emulator_server,  # noqa: F401 - fixture
-    kubeadm_config,
-    request,
-)
 from tests.emulator import EmulatorServer, build_authorization
 from tests.emulator.__main__ import config_from_args, parse_args
 from tests.emulator.abac import PolicyList, PolicySpec, parse_policy
 from tests.emulator.authz import AlwaysAllow, Attributes, Decision
 from tests.emulator.impersonation import impersonate, impersonated_user
 from tests.emulator.requestheader import UserInfo
-from tests.support import KUBECTL
+from tests.support.emulator_pki import EmulatorPKI, kubeadm_config, request
+from tests.support.http1 import H1Response
+from tests.support.processes import KUBECTL
 
 PROXY_SA = "system:serviceaccount:kube-system:kube-front-proxy"
 TOKENS = f"""proxy-token,{PROXY_SA},sa-uid
@@ -60,7 +54,7 @@ def write_policy(path: Path, specs: list[dict[str, object]]) -> Path:
 
 @pytest.fixture(scope="module")
 def server(
-    emulator_pki: EmulatorPKI,  # noqa: F811
+    emulator_pki: EmulatorPKI,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[EmulatorServer]:
     workdir = tmp_path_factory.mktemp("abac")
@@ -82,7 +76,7 @@ def call(
     method: str,
     path: str,
     headers: list[tuple[str, str]] | None = None,
-) -> RawResponse:
+) -> H1Response:
     body = b"{}" if method == "POST" else None
     auth = [("Authorization", f"Bearer {token}"), ("Content-Type", "application/json")]
     return request(server, pki, method, path, auth + (headers or []), body=body)
@@ -96,14 +90,14 @@ def forbidden_body(message: str, details: str) -> bytes:
     ).encode()
 
 
-def assert_forbidden(response: RawResponse, message: str, details: str) -> None:
+def assert_forbidden(response: H1Response, message: str, details: str) -> None:
     assert response.status == 403
     assert response.header("Content-Type") == "application/json"
     assert response.header("X-Content-Type-Options") == "nosniff"
     assert response.body == forbidden_body(message, details)
 
 
-def user_info(response: RawResponse) -> dict[str, object]:
+def user_info(response: H1Response) -> dict[str, object]:
     assert response.status == 201, response.body
     info: dict[str, object] = json.loads(response.body)["status"]["userInfo"]
     return info
@@ -178,7 +172,7 @@ def test_abac_policy_file_errors_name_file_and_line(tmp_path: Path) -> None:
 
 def test_abac_allows_and_denies_with_the_exact_status(
     server: EmulatorServer,
-    emulator_pki: EmulatorPKI,  # noqa: F811
+    emulator_pki: EmulatorPKI,
 ) -> None:
     assert call(server, emulator_pki, "alice-token", "GET", PODS).status == 200
     denied = call(server, emulator_pki, "alice-token", "GET", "/api/v1/namespaces/kube-system/pods")
@@ -203,8 +197,8 @@ def test_abac_allows_and_denies_with_the_exact_status(
 
 
 def test_rbac_stand_in_stays_the_default(
-    emulator_server: EmulatorServer,  # noqa: F811
-    emulator_pki: EmulatorPKI,  # noqa: F811
+    emulator_server: EmulatorServer,
+    emulator_pki: EmulatorPKI,
 ) -> None:
     """Without --authorization-mode: anonymous may not impersonate; no reason is appended."""
     response = request(emulator_server, emulator_pki, "GET", PODS, [("Impersonate-User", "bob")])
@@ -219,7 +213,7 @@ def test_rbac_stand_in_stays_the_default(
 # --- impersonation: every branch of the filter --------------------------------------------------
 
 
-def test_impersonate_user(server: EmulatorServer, emulator_pki: EmulatorPKI) -> None:  # noqa: F811
+def test_impersonate_user(server: EmulatorServer, emulator_pki: EmulatorPKI) -> None:
     response = call(server, emulator_pki, "proxy-token", "POST", SSR, [("Impersonate-User", "bob")])
     assert user_info(response) == {"username": "bob", "groups": ["system:authenticated"]}
     record = server.records()[-1]
@@ -240,7 +234,7 @@ def test_impersonate_user(server: EmulatorServer, emulator_pki: EmulatorPKI) -> 
 
 def test_impersonate_groups_uid_and_extras(
     server: EmulatorServer,
-    emulator_pki: EmulatorPKI,  # noqa: F811
+    emulator_pki: EmulatorPKI,
 ) -> None:
     headers = [
         ("Impersonate-User", "alice"),
@@ -262,7 +256,7 @@ def test_impersonate_groups_uid_and_extras(
 
 def test_impersonated_groups_may_say_unauthenticated(
     server: EmulatorServer,
-    emulator_pki: EmulatorPKI,  # noqa: F811
+    emulator_pki: EmulatorPKI,
 ) -> None:
     headers = [("Impersonate-User", "bob"), ("Impersonate-Group", "system:unauthenticated")]
     assert call(server, emulator_pki, "proxy-token", "GET", PODS, headers).status == 200
@@ -285,7 +279,7 @@ def test_impersonated_groups_may_say_unauthenticated(
 
 def test_impersonate_service_account(
     server: EmulatorServer,
-    emulator_pki: EmulatorPKI,  # noqa: F811
+    emulator_pki: EmulatorPKI,
 ) -> None:
     sa = "system:serviceaccount:default:builder"
     info = user_info(
@@ -312,7 +306,7 @@ def test_impersonate_service_account(
 
 def test_impersonation_is_denied_per_item(
     server: EmulatorServer,
-    emulator_pki: EmulatorPKI,  # noqa: F811
+    emulator_pki: EmulatorPKI,
 ) -> None:
     """alice may impersonate users, nothing else; the first refused item decides the 403."""
     assert (
@@ -366,7 +360,7 @@ def test_impersonation_is_denied_per_item(
 
 def test_denied_names_are_go_quoted_and_html_escaped(
     server: EmulatorServer,
-    emulator_pki: EmulatorPKI,  # noqa: F811
+    emulator_pki: EmulatorPKI,
 ) -> None:
     response = call(
         server, emulator_pki, "eve-token", "GET", PODS, [("Impersonate-User", '<"b">&')]
@@ -383,7 +377,7 @@ def test_denied_names_are_go_quoted_and_html_escaped(
 
 def test_authorization_then_applies_to_the_impersonated_user(
     server: EmulatorServer,
-    emulator_pki: EmulatorPKI,  # noqa: F811
+    emulator_pki: EmulatorPKI,
 ) -> None:
     response = call(
         server, emulator_pki, "proxy-token", "GET", PODS, [("Impersonate-User", "carol")]
@@ -398,7 +392,7 @@ def test_authorization_then_applies_to_the_impersonated_user(
 
 def test_groups_extras_or_uid_without_a_user_are_an_internal_error(
     server: EmulatorServer,
-    emulator_pki: EmulatorPKI,  # noqa: F811
+    emulator_pki: EmulatorPKI,
 ) -> None:
     """1.32 answers `responsewriters.InternalError` (master: a 400 BadRequest Status)."""
     cases = [
@@ -430,7 +424,7 @@ def test_groups_extras_or_uid_without_a_user_are_an_internal_error(
 
 def test_an_empty_user_header_impersonates_nobody(
     server: EmulatorServer,
-    emulator_pki: EmulatorPKI,  # noqa: F811
+    emulator_pki: EmulatorPKI,
 ) -> None:
     response = call(server, emulator_pki, "alice-token", "POST", SSR, [("Impersonate-User", "")])
     assert user_info(response)["username"] == "alice"
@@ -484,7 +478,7 @@ def kubectl_as(
 @pytest.mark.skipif(not Path(KUBECTL).exists(), reason="kubectl not installed")
 def test_kubectl_whoami_through_impersonation(
     server: EmulatorServer,
-    emulator_pki: EmulatorPKI,  # noqa: F811
+    emulator_pki: EmulatorPKI,
     tmp_path: Path,
 ) -> None:
     result = kubectl_as(
@@ -513,7 +507,7 @@ def test_kubectl_whoami_through_impersonation(
 
 
 def test_authorization_flags_are_validated_like_kube_apiserver(
-    emulator_pki: EmulatorPKI,  # noqa: F811
+    emulator_pki: EmulatorPKI,
     tmp_path: Path,
 ) -> None:
     policy = write_policy(tmp_path / "p.jsonl", POLICY)

@@ -11,13 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest_emulator import (
-    EmulatorPKI,
-    emulator_pki,  # noqa: F401 - fixture
-    emulator_server,  # noqa: F401 - fixture
-    issue,
-)
 from tests.emulator import EmulatorServer
+from tests.support.certificates import issue
+from tests.support.emulator_pki import EmulatorPKI
 
 KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
 
@@ -26,8 +22,8 @@ pytestmark = pytest.mark.skipif(not Path(KUBECTL).exists(), reason="kubectl not 
 
 @pytest.fixture(scope="module")
 def kubeconfig(
-    emulator_server: EmulatorServer,  # noqa: F811
-    emulator_pki: EmulatorPKI,  # noqa: F811
+    emulator_server: EmulatorServer,
+    emulator_pki: EmulatorPKI,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Path:
     """A kubeconfig for user jane (O=devs, O=system:masters), certificate from --client-ca-file."""
@@ -57,7 +53,7 @@ def kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def test_kubectl_get_pods(kubeconfig: Path, emulator_server: EmulatorServer) -> None:  # noqa: F811
+def test_kubectl_get_pods(kubeconfig: Path, emulator_server: EmulatorServer) -> None:
     result = kubectl(kubeconfig, "get", "pods")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()

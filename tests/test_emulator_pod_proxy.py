@@ -7,16 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest_emulator import (
-    EmulatorPKI,
-    RawResponse,
-    emulator_pki,  # noqa: F401 - fixture
-    kubeadm_config,
-    request,
-)
 from tests.emulator import EmulatorServer
 from tests.emulator.api import API
 from tests.emulator.container import INDEX_HTML
+from tests.support.emulator_pki import EmulatorPKI, kubeadm_config, request
+from tests.support.http1 import H1Response
 
 POD = "/api/v1/namespaces/default/pods/nginx-1"
 ALICE = [("X-Remote-User", "alice"), ("X-Remote-Group", "system:masters")]
@@ -28,7 +23,7 @@ def api() -> API:
 
 
 @pytest.fixture(scope="module")
-def pki(emulator_pki: EmulatorPKI) -> EmulatorPKI:  # noqa: F811
+def pki(emulator_pki: EmulatorPKI) -> EmulatorPKI:
     return emulator_pki
 
 
@@ -38,9 +33,7 @@ def server(pki: EmulatorPKI, api: API) -> Iterator[EmulatorServer]:
         yield server
 
 
-def get(
-    server: EmulatorServer, pki: EmulatorPKI, path: str, *extra: tuple[str, str]
-) -> RawResponse:
+def get(server: EmulatorServer, pki: EmulatorPKI, path: str, *extra: tuple[str, str]) -> H1Response:
     cert = (pki.path("front-proxy-client.crt"), pki.path("front-proxy-client.key"))
     return request(server, pki, "GET", path, [*ALICE, *extra], cert=cert)
 

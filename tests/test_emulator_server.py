@@ -14,19 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest_emulator import (
+from tests.emulator import EmulatorServer, load_request_log
+from tests.support.certificates import custom_cert, issue
+from tests.support.emulator_pki import (
     FRONT_PROXY_CN,
     EmulatorPKI,
-    RawResponse,
     client_context,
-    custom_cert,
-    emulator_pki,  # noqa: F401 - fixture
-    emulator_server,  # noqa: F401 - fixture
-    issue,
     kubeadm_config,
     request,
 )
-from tests.emulator import EmulatorServer, load_request_log
+from tests.support.http1 import H1Response
 
 UNAUTHORIZED_BODY = (
     b'{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
@@ -36,12 +33,12 @@ SSR = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
 
 
 @pytest.fixture(scope="module")
-def server(emulator_server: EmulatorServer) -> EmulatorServer:  # noqa: F811
+def server(emulator_server: EmulatorServer) -> EmulatorServer:
     return emulator_server
 
 
 @pytest.fixture(scope="module")
-def pki(emulator_pki: EmulatorPKI) -> EmulatorPKI:  # noqa: F811
+def pki(emulator_pki: EmulatorPKI) -> EmulatorPKI:
     return emulator_pki
 
 
@@ -50,7 +47,7 @@ def proxy_cert(pki: EmulatorPKI) -> tuple[Path, Path]:
     return pki.path("front-proxy-client.crt"), pki.path("front-proxy-client.key")
 
 
-def whoami(response: RawResponse) -> dict[str, object]:
+def whoami(response: H1Response) -> dict[str, object]:
     assert response.status == 201, response.body
     review = json.loads(response.body)
     assert review["kind"] == "SelfSubjectReview"
@@ -519,7 +516,7 @@ def test_watch_streams_events_until_timeout(
 # --- other configurations -------------------------------------------------------------------
 
 
-def test_anonymous_disabled_gives_401(emulator_pki: EmulatorPKI) -> None:  # noqa: F811
+def test_anonymous_disabled_gives_401(emulator_pki: EmulatorPKI) -> None:
     with EmulatorServer(kubeadm_config(emulator_pki, anonymous_auth=False)) as server:
         response = request(server, emulator_pki, "GET", "/version")
         assert (response.status, response.body) == (401, UNAUTHORIZED_BODY)
@@ -527,7 +524,7 @@ def test_anonymous_disabled_gives_401(emulator_pki: EmulatorPKI) -> None:  # noq
 
 
 def test_same_ca_for_both_uses_the_proxy_cn_without_username(
-    emulator_pki: EmulatorPKI,  # noqa: F811
+    emulator_pki: EmulatorPKI,
 ) -> None:
     config = kubeadm_config(emulator_pki, client_ca_file=emulator_pki.path("front-proxy-ca.crt"))
     proxy_cert = (emulator_pki.path("front-proxy-client.crt"),
@@ -538,7 +535,7 @@ def test_same_ca_for_both_uses_the_proxy_cn_without_username(
         assert server.records()[-1]["authentication"]["authenticator"] == "x509"
 
 
-def test_bearer_tokens(emulator_pki: EmulatorPKI, tmp_path: Path) -> None:  # noqa: F811
+def test_bearer_tokens(emulator_pki: EmulatorPKI, tmp_path: Path) -> None:
     tokens = tmp_path / "tokens.csv"
     tokens.write_text('secret-token,carol,42,"admins,devs"\n')
     with EmulatorServer(kubeadm_config(emulator_pki, token_auth_file=tokens)) as server:

@@ -21,9 +21,9 @@ import pytest
 
 from tests.emulator import EmulatorServer
 from tests.emulator.api import SENT_AT_ANNOTATION
+from tests.support.emulator_pki import kubeadm_config
+from tests.support.http2 import H2Client
 
-from .conftest_emulator import kubeadm_config
-from .h2client import H2Client
 from .test_emulator_http2 import ALICE, PODS, proxy_context
 
 INTERVAL = 0.3

@@ -8,7 +8,6 @@ import re
 import pytest
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from tests.conftest_emulator import CertKey, cross_sign, custom_cert, issue, make_ca, now
 from tests.emulator.x509verify import (
     CertificateInvalidError,
     CertPool,
@@ -19,6 +18,7 @@ from tests.emulator.x509verify import (
     verify_peer_chain,
     verify_subject,
 )
+from tests.support.certificates import CertKey, cross_sign, custom_cert, issue, make_ca, now
 
 CLIENT = ExtendedKeyUsageOID.CLIENT_AUTH
 SERVER = ExtendedKeyUsageOID.SERVER_AUTH

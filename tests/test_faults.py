@@ -11,7 +11,8 @@ import ssl
 import time
 from pathlib import Path
 
-from .e2e import basic_header, password_of, start_emulator, start_proxy_for
+from tests.support.harness import start_emulator, start_proxy_for
+from tests.support.users import basic_header, password_of
 
 GOOD = basic_header("alice", password_of("alice"))
 

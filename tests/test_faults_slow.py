@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from .e2e import Emulator, Proxy, basic_header, password_of, start_emulator, start_proxy_for
+from tests.support.harness import Emulator, Proxy, start_emulator, start_proxy_for
+from tests.support.users import basic_header, password_of
+
 from .test_limits import connect, read_response
 
 GOOD = basic_header("alice", password_of("alice"))

@@ -20,8 +20,7 @@ from kube_front_proxy.client.h2_frames import PREFACE, FrameMeter
 from kube_front_proxy.config.errors import ConfigError
 from kube_front_proxy.config.settings import load_settings
 from kube_front_proxy.seam.h2_flow_control import UpstreamH2Connection, must_pause
-
-from .support import proxy_config, write_yaml
+from tests.support.configs import proxy_config, write_yaml
 
 KIB = 1024
 

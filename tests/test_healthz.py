@@ -10,9 +10,8 @@ import time
 from pathlib import Path
 
 from kube_front_proxy.observe.metrics import Metrics
-
-from .e2e import Emulator, start_proxy_for
-from .support import free_port
+from tests.support.harness import Emulator, start_proxy_for
+from tests.support.processes import free_port
 
 
 def get(port: int, path: str) -> tuple[int, str]:

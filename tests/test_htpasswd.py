@@ -9,8 +9,7 @@ import pytest
 from kube_front_proxy.authn.htpasswd import Htpasswd
 from kube_front_proxy.config.errors import ConfigError
 from kube_front_proxy.config.settings import FileRef
-
-from .support import HTPASSWD_FLAGS, htpasswd_add
+from tests.support.configs import HTPASSWD_FLAGS, htpasswd_add
 
 
 def ref(path: Path) -> FileRef:

@@ -15,17 +15,9 @@ from mitmproxy import http
 from kube_front_proxy.config.errors import ConfigError
 from kube_front_proxy.config.settings import load_settings
 from kube_front_proxy.identity.service_account import PLACEHOLDER, TokenInjector
-
-from .e2e import (
-    ALICE,
-    ALICE_PASSWORD,
-    Emulator,
-    Proxy,
-    basic_header,
-    start_emulator,
-    start_proxy_for,
-)
-from .support import proxy_config, write_yaml
+from tests.support.configs import proxy_config, write_yaml
+from tests.support.harness import Emulator, Proxy, start_emulator, start_proxy_for
+from tests.support.users import ALICE, ALICE_PASSWORD, basic_header
 
 SA = "system:serviceaccount:kube-system:kube-front-proxy"
 SA_TOKEN = "sa-token-5f0c1d2e3b4a"

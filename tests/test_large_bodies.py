@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from .e2e import start_proxy_for
-from .support import REPO
+from tests.support.harness import start_proxy_for
+from tests.support.processes import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
 

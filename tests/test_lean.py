@@ -11,9 +11,9 @@ from mitmproxy.tools.dump import DumpMaster
 from mitmproxy.tools.web.master import WebMaster
 
 from kube_front_proxy.seam.default_addons import refused, take_out, taken_out
-
-from .e2e import Emulator, start_proxy_for
-from .support import free_port, proxy_config, start_proxy, write_yaml
+from tests.support.configs import proxy_config, write_yaml
+from tests.support.harness import Emulator, start_proxy, start_proxy_for
+from tests.support.processes import free_port
 
 TAKEN_OUT = taken_out()
 

@@ -18,9 +18,9 @@ import pytest
 from kube_front_proxy.client.request_limits import body_too_large, head_too_large
 from kube_front_proxy.config.errors import ConfigError
 from kube_front_proxy.config.settings import load_settings
-
-from .e2e import Emulator, Proxy, basic_header, password_of
-from .support import proxy_config, write_yaml
+from tests.support.configs import proxy_config, write_yaml
+from tests.support.harness import Emulator, Proxy
+from tests.support.users import basic_header, password_of
 
 GOOD = basic_header("alice", password_of("alice"))
 PODS = "/api/v1/namespaces/default/pods"

@@ -10,9 +10,9 @@ import ssl
 from mitmproxy.test import tutils
 
 from kube_front_proxy.client.request_limits import http2_head_size
-
-from .e2e import Emulator, Proxy, basic_header, password_of
-from .h2client import H2Client
+from tests.support.harness import Emulator, Proxy
+from tests.support.http2 import H2Client
+from tests.support.users import basic_header, password_of
 
 GOOD = basic_header("alice", password_of("alice"))
 TOO_LARGE = (

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .support import REPO
+from tests.support.processes import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
 

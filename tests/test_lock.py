@@ -7,8 +7,7 @@ from importlib import metadata
 from pathlib import Path
 
 from kube_front_proxy import seam
-
-from .conftest import REPO
+from tests.support.processes import REPO
 
 _PIN = re.compile(r"^([A-Za-z0-9_.\-]+)==([^ \\]+)", re.MULTILINE)
 

@@ -10,8 +10,8 @@ from collections.abc import Hashable, Sequence
 from pathlib import Path
 
 from kube_front_proxy.authn.lockout import DAY, Lockout, LockoutPolicy, address_of
-
-from .e2e import basic_header, password_of, start_emulator, start_proxy_for
+from tests.support.harness import start_emulator, start_proxy_for
+from tests.support.users import basic_header, password_of
 
 DEFAULT = LockoutPolicy()
 

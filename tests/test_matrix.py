@@ -36,17 +36,12 @@ from typing import Any
 
 import pytest
 
-from .e2e import (
-    ALICE_LINES,
-    Emulator,
-    Proxy,
-    basic_header,
-    password_of,
-    start_emulator,
-    start_proxy_for,
-)
-from .h2client import H2Client
-from .support import KUBECTL, write_yaml
+from tests.support.configs import write_yaml
+from tests.support.harness import Emulator, Proxy, start_emulator, start_proxy_for
+from tests.support.http2 import H2Client
+from tests.support.processes import KUBECTL
+from tests.support.users import ALICE_LINES, basic_header, password_of
+
 from .test_e2e_upgrades import (
     ATTACH,
     EXEC,

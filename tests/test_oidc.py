@@ -1,4 +1,4 @@
-"""OIDC ID tokens, verified against a real issuer on loopback HTTPS (tests/oidc_issuer.py).
+"""OIDC ID tokens, verified against a real issuer on loopback HTTPS (tests/support/oidc_issuer.py).
 
 The rules are kube-apiserver's (plugin/pkg/authenticator/token/oidc/oidc.go) and go-oidc v2's
 (verify.go, jwks.go); each test names the rule it holds the authenticator to.
@@ -22,9 +22,8 @@ from kube_front_proxy.authn.oidc_config import OidcSettings
 from kube_front_proxy.config.errors import ConfigError
 from kube_front_proxy.config.settings import load_settings
 from kube_front_proxy.identity.headers import Identity
-
-from .oidc_issuer import AUDIENCE, OidcIssuer, serving
-from .support import merge
+from tests.support.configs import merge
+from tests.support.oidc_issuer import AUDIENCE, OidcIssuer, serving
 
 
 @pytest.fixture

@@ -23,8 +23,7 @@ from kube_front_proxy.config.errors import ConfigError
 from kube_front_proxy.state.redis_config import RedisSettings
 from kube_front_proxy.state.redis_link import PROBE_SECONDS
 from kube_front_proxy.state.shared import SharedState, shared_state
-
-from .redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 POLICY = LockoutPolicy()
 

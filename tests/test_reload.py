@@ -15,17 +15,9 @@ import pytest
 import devpki
 from kube_front_proxy.config.reload import Reloader
 from kube_front_proxy.config.runtime import Runtime, build_runtime
-
-from .e2e import (
-    ALICE,
-    Emulator,
-    Proxy,
-    basic_header,
-    password_of,
-    start_emulator,
-    start_proxy_for,
-)
-from .support import htpasswd_add, proxy_config, write_yaml
+from tests.support.configs import htpasswd_add, proxy_config, write_yaml
+from tests.support.harness import Emulator, Proxy, start_emulator, start_proxy_for
+from tests.support.users import ALICE, basic_header, password_of
 
 
 class Holder:

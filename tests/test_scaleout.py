@@ -15,9 +15,11 @@ import pytest
 from kube_front_proxy.config.errors import ConfigError
 from kube_front_proxy.config.runtime import build_runtime
 from kube_front_proxy.config.settings import load_settings
+from tests.support.configs import proxy_config, write_yaml
+from tests.support.harness import Emulator, Proxy, start_proxy, start_proxy_for
+from tests.support.processes import Process
+from tests.support.users import basic_header, password_of, write_users
 
-from .e2e import Emulator, Proxy, basic_header, password_of, start_proxy_for, write_users
-from .support import Process, proxy_config, start_proxy, write_yaml
 from .test_e2e_startup import listening_ports
 
 ALICE = [basic_header("alice", password_of("alice"))]

@@ -19,10 +19,10 @@ from mitmproxy.proxy.layers.http import HttpStream
 
 from kube_front_proxy import seam
 from kube_front_proxy.addon import K8sAuth
-
-from .conftest import REPO
-from .e2e import Emulator, write_users
-from .support import BIN, Process, free_port, proxy_config, write_yaml
+from tests.support.configs import proxy_config, write_yaml
+from tests.support.harness import Emulator
+from tests.support.processes import BIN, REPO, Process, free_port
+from tests.support.users import write_users
 
 PACKAGE = REPO / "addon" / "kube_front_proxy"
 

@@ -52,9 +52,9 @@ from kube_front_proxy.config.errors import ConfigError
 from kube_front_proxy.config.runtime import Runtime, build_runtime
 from kube_front_proxy.identity.headers import HeaderNames, Identity, IdentityHeaderWriter
 from kube_front_proxy.seam.withheld_response import Withheld
+from tests.support.configs import htpasswd_add, proxy_config, write_yaml
+from tests.support.users import basic_header
 
-from .e2e import basic_header
-from .support import htpasswd_add, proxy_config, write_yaml
 from .test_client_certs import OTHER_CA, USERS_CA
 from .test_fuzz_logins import ISSUER, KEY
 from .test_fuzz_logins import tokens as fuzz_tokens

@@ -12,9 +12,8 @@ import pytest
 from mitmproxy.test import tutils
 
 from kube_front_proxy.streaming import must_stream
-
-from .e2e import Emulator, Proxy, start_proxy_for
-from .support import KUBECTL
+from tests.support.harness import Emulator, Proxy, start_proxy_for
+from tests.support.processes import KUBECTL
 
 
 @pytest.mark.parametrize(

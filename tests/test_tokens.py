@@ -12,9 +12,9 @@ import pytest
 from kube_front_proxy.authn.static_tokens import TokenFile
 from kube_front_proxy.config.errors import ConfigError
 from kube_front_proxy.config.settings import FileRef
-
-from .e2e import Emulator, start_proxy_for
-from .support import KUBECTL, write_yaml
+from tests.support.configs import write_yaml
+from tests.support.harness import Emulator, start_proxy_for
+from tests.support.processes import KUBECTL
 
 TOKEN = "kfp-token-31b7c0e0d6a54f8f"
 CSV = f'{TOKEN},ci-bot,42,"deployers,system:masters"\nother-token,viewer,7\n'

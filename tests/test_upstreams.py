@@ -15,9 +15,9 @@ from kube_front_proxy.config.errors import ConfigError
 from kube_front_proxy.config.runtime import Runtime, build_runtime
 from kube_front_proxy.upstream.pool import LEAST_OUTSTANDING, ROUND_ROBIN, ServerPool, check_forever
 from kube_front_proxy.upstream.routing import MAX_RESENDS, Router, is_watch, may_retry
+from tests.support.configs import htpasswd_add, proxy_config, write_yaml
 
 from .emulator import EmulatorConfig, EmulatorServer
-from .support import htpasswd_add, proxy_config, write_yaml
 
 A, B, C = ("10.0.0.1", 6443), ("10.0.0.2", 6443), ("10.0.0.3", 6443)
 
@@ -357,7 +357,7 @@ def test_probe_fails_when_not_ready_or_the_name_does_not_match(
 
 
 def test_probe_fails_on_a_closed_port(config_dir: Path, pki: Path) -> None:
-    from .support import free_port
+    from tests.support.processes import free_port
 
     assert probe_of(config_dir, pki, free_port()) is False
 

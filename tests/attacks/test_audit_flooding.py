@@ -15,9 +15,10 @@ import ssl
 from pathlib import Path
 
 from kube_front_proxy.authn.rate_budget import RateBudget
-
-from ..e2e import Emulator, basic_header, password_of, start_proxy_for
-from ..support import free_port, read_json_lines
+from tests.support.configs import read_json_lines
+from tests.support.harness import Emulator, start_proxy_for
+from tests.support.processes import free_port
+from tests.support.users import basic_header, password_of
 
 LONG_PATH = "/api/v1/namespaces/default/pods/" + "x" * 30_000
 FLOOD = 300

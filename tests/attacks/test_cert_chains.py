@@ -23,10 +23,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from mitmproxy import io
 
 from devpki import CertKey, issue, make_ca
-
-from ..e2e import Emulator, Proxy, start_proxy_for
-from ..support import raw_request
-from . import der
+from tests.support import der
+from tests.support.harness import Emulator, Proxy, start_proxy_for
+from tests.support.http1 import raw_request
 
 VICTIM = "victim-admin"
 USERS_CA = make_ca("users")

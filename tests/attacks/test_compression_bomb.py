@@ -14,8 +14,10 @@ import gzip
 import ssl
 from pathlib import Path
 
-from tests.e2e import Proxy, basic_header, password_of
-from tests.support import PeakRss, raw_request
+from tests.support.harness import Proxy
+from tests.support.http1 import raw_request
+from tests.support.measure import PeakRss
+from tests.support.users import basic_header, password_of
 from tests.test_e2e_upgrades import REMOTE_COMMAND_ENV, kubectl
 
 from .test_websocket_floods import bystander

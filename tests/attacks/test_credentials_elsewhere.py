@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 
 from tests.emulator import websocket
-
-from ..e2e import Emulator, Proxy, basic_header, password_of, start_emulator, start_proxy_for
-from ..h2client import H2Client
-from ..support import free_port
+from tests.support.harness import Emulator, Proxy, start_emulator, start_proxy_for
+from tests.support.http2 import H2Client
+from tests.support.processes import free_port
+from tests.support.users import basic_header, password_of
 
 ALICE = basic_header("alice", password_of("alice"))
 TRAILER_SECRET = "Tr4iler-T0ken-Secret"

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from ..e2e import Emulator, Proxy, basic_header, password_of, start_proxy_for
-from ..h2client import H2Client
+from tests.support.harness import Emulator, Proxy, start_proxy_for
+from tests.support.http2 import H2Client
+from tests.support.users import basic_header, password_of
 
 CLIENT = "127.0.0.2"
 FORGED = [

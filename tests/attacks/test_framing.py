@@ -26,9 +26,10 @@ from typing import Any
 
 import pytest
 
-from ..e2e import ALICE, Emulator, Proxy, basic_header, password_of, start_emulator, start_proxy_for
-from ..h1client import H1Connection, H1Response
-from ..h2client import H2Client, H2Response
+from tests.support.harness import Emulator, Proxy, start_emulator, start_proxy_for
+from tests.support.http1 import H1Connection, H1Response
+from tests.support.http2 import H2Client, H2Response
+from tests.support.users import ALICE, basic_header, password_of
 
 SA = "system:serviceaccount:kube-system:kube-front-proxy"
 SA_TOKEN = "sa-token-framing-7c1e"

@@ -26,9 +26,11 @@ import pytest
 from h2.errors import ErrorCodes
 from hyperframe.frame import ContinuationFrame, Frame, GoAwayFrame, HeadersFrame, SettingsFrame
 
-from ..e2e import Emulator, Proxy, basic_header, password_of, start_proxy_for
-from ..h2client import H2Client
-from ..support import rss_mib, running
+from tests.support.harness import Emulator, Proxy, start_proxy_for
+from tests.support.http2 import H2Client
+from tests.support.measure import rss_mib
+from tests.support.processes import running
+from tests.support.users import basic_header, password_of
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 CONNECTIONS = 50

@@ -22,10 +22,11 @@ from pathlib import Path
 import pytest
 
 from tests.emulator.api import CHATTY_LINE, CHATTY_LINE_BYTES
-
-from ..e2e import Emulator, Proxy, basic_header, password_of, start_emulator, start_proxy_for
-from ..h2client import H2Client
-from ..support import rss_mib, running
+from tests.support.harness import Emulator, Proxy, start_emulator, start_proxy_for
+from tests.support.http2 import H2Client
+from tests.support.measure import rss_mib
+from tests.support.processes import running
+from tests.support.users import basic_header, password_of
 
 LOG_BYTES = 320 * 1024 * 1024
 LOG_PATH = "/api/v1/namespaces/default/pods/nginx-1/log"

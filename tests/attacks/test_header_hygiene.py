@@ -25,9 +25,10 @@ from typing import Any
 import pytest
 from mitmproxy import io
 
-from ..e2e import Emulator, Proxy, basic_header, password_of, start_proxy_for
-from ..h1client import H1Connection
-from ..h2client import H2Client
+from tests.support.harness import Emulator, Proxy, start_proxy_for
+from tests.support.http1 import H1Connection
+from tests.support.http2 import H2Client
+from tests.support.users import basic_header, password_of
 
 PASSWORD = password_of("apr1-user")
 AUTH = basic_header("apr1-user", PASSWORD)

@@ -24,8 +24,10 @@ from typing import Any
 import pytest
 import yaml
 
-from ..e2e import Emulator, Proxy, basic_header, password_of, start_emulator, start_proxy_for
-from ..support import free_port, write_yaml
+from tests.support.configs import write_yaml
+from tests.support.harness import Emulator, Proxy, start_emulator, start_proxy_for
+from tests.support.processes import free_port
+from tests.support.users import basic_header, password_of
 
 USER = "apr1-user"  # a user without groups, in the htpasswd file write_users makes
 SPOOFS = [

@@ -21,9 +21,9 @@ import time
 import pytest
 
 from kube_front_proxy.seam import lingering_close
-
-from ..e2e import Proxy, basic_header, password_of
-from ..support import wait_until
+from tests.support.harness import Proxy
+from tests.support.processes import wait_until
+from tests.support.users import basic_header, password_of
 
 MIB = 1024 * 1024
 BODY_LIMIT = 3 * MIB  # limits.max_request_body_mb, by default

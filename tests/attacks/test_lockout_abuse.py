@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from ..e2e import Emulator, Proxy, basic_header, start_proxy_for
-from ..support import htpasswd_add, write_yaml
+from tests.support.configs import htpasswd_add, write_yaml
+from tests.support.harness import Emulator, Proxy, start_proxy_for
+from tests.support.users import basic_header
 
 # apr1 hashes: hundreds of wrong passwords take seconds, not minutes of bcrypt. (Unknown user
 # names are checked against the file's first hash, so they are cheap too.)

@@ -20,9 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from kube_front_proxy.authn.login import REASONS
 from kube_front_proxy.config.schema import AUTHENTICATORS
 from kube_front_proxy.observe import metric_labels
-
-from ..e2e import basic_header, password_of, start_emulator, start_proxy_for
-from ..support import free_port
+from tests.support.harness import start_emulator, start_proxy_for
+from tests.support.processes import free_port
+from tests.support.users import basic_header, password_of
 
 TOKEN_CHARS = string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~"
 

@@ -25,11 +25,13 @@ import pytest
 
 from devpki import issue, make_ca
 from tests.emulator import websocket
+from tests.support.harness import Emulator, Proxy, start_proxy_for
+from tests.support.http1 import raw_request
+from tests.support.http2 import H2Client
+from tests.support.mitmweb import MitmwebClient
+from tests.support.processes import free_port
+from tests.support.users import basic_header, password_of
 
-from ..e2e import Emulator, Proxy, basic_header, password_of, start_proxy_for
-from ..h2client import H2Client
-from ..mitmweb_client import MitmwebClient
-from ..support import free_port, raw_request
 from ..test_e2e_upgrades import EXEC, RawTLS
 
 WEB_TOKEN = "mitmweb-test-token"

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from ..e2e import Emulator, Proxy, start_proxy_for
-from ..mitmweb_client import MitmwebClient
-from ..support import free_port, proxy_config, write_yaml
+from tests.support.configs import proxy_config, write_yaml
+from tests.support.harness import Emulator, Proxy, start_proxy_for
+from tests.support.mitmweb import MitmwebClient
+from tests.support.processes import free_port
 
 WEB_TOKEN = "mitmweb-test-token"
 

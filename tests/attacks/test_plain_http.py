@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from kube_front_proxy.client.tls_only import Verdict, classify
-
-from ..e2e import ALICE_PASSWORD, Emulator, Proxy, start_proxy_for
+from tests.support.harness import Emulator, Proxy, start_proxy_for
+from tests.support.users import ALICE_PASSWORD
 
 GO_ANSWER = b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
 BASIC = base64.b64encode(f"alice:{ALICE_PASSWORD}".encode()).decode()

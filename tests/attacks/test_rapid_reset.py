@@ -20,10 +20,10 @@ from h2.errors import ErrorCodes
 from kube_front_proxy.config.errors import ConfigError
 from kube_front_proxy.config.settings import load_settings
 from kube_front_proxy.seam.rapid_reset import ResetBudget
-
-from ..e2e import Emulator, Proxy, basic_header, password_of, start_proxy_for
-from ..h2client import H2Client
-from ..support import proxy_config, write_yaml
+from tests.support.configs import proxy_config, write_yaml
+from tests.support.harness import Emulator, Proxy, start_proxy_for
+from tests.support.http2 import H2Client
+from tests.support.users import basic_header, password_of
 
 BOUND = 100  # limits.http2_resets_per_minute, by default
 AUTH = [(name.lower(), value) for name, value in [basic_header("alice", password_of("alice"))]]

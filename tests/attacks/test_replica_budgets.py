@@ -23,10 +23,11 @@ import yaml
 from redis import Redis
 
 import devpki
-
-from ..e2e import Emulator, Proxy, basic_header, start_proxy_for
-from ..redis_server import RedisServer
-from ..support import free_port, htpasswd_add, write_yaml
+from tests.support.configs import htpasswd_add, write_yaml
+from tests.support.harness import Emulator, Proxy, start_proxy_for
+from tests.support.processes import free_port
+from tests.support.redis_server import RedisServer
+from tests.support.users import basic_header
 
 PASSWORDS = {f"user{i}": f"user{i}-Passw0rd" for i in range(6)}
 GET = ("GET", "/api/v1/namespaces/default/pods")

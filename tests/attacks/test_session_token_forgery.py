@@ -20,7 +20,8 @@ from joserfc import jws
 from joserfc.jwk import RSAKey
 from joserfc.jws import JWSRegistry
 
-from tests.e2e import ALICE_PASSWORD, Emulator, Proxy, basic_header, start_proxy_for
+from tests.support.harness import Emulator, Proxy, start_proxy_for
+from tests.support.users import ALICE_PASSWORD, basic_header
 
 TOKEN_PATH = "/kube-front-proxy/v1/token"
 

@@ -23,9 +23,10 @@ from kube_front_proxy.client.connection_limits import ConnectionLimits
 from kube_front_proxy.client.deadlines import ClientDeadlines, ClientTimeouts
 from kube_front_proxy.config.errors import ConfigError
 from kube_front_proxy.config.settings import load_settings
-
-from ..e2e import Emulator, Proxy, basic_header, password_of, start_proxy_for
-from ..support import proxy_config, tls_exchange, write_yaml
+from tests.support.configs import proxy_config, write_yaml
+from tests.support.harness import Emulator, Proxy, start_proxy_for
+from tests.support.http1 import tls_exchange
+from tests.support.users import basic_header, password_of
 
 HEAD_TIMEOUT = 2
 KEEPALIVE = 3

@@ -12,7 +12,8 @@ import sys
 import unicodedata
 from pathlib import Path
 
-from ..e2e import Emulator, basic_header, start_proxy_for
+from tests.support.harness import Emulator, start_proxy_for
+from tests.support.users import basic_header
 
 HOSTILE_NAMES = [
     "mallory\r\n         9  alice",  # a forged summary line

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from ..e2e import Emulator, Proxy, basic_header, password_of, start_proxy_for
-from ..h2client import H2Client, H2Response
-from ..support import PeakRss
+from tests.support.harness import Emulator, Proxy, start_proxy_for
+from tests.support.http2 import H2Client, H2Response
+from tests.support.measure import PeakRss
+from tests.support.users import basic_header, password_of
 
 MIB = 1024 * 1024
 BODY = 3 * MIB  # the default body limit: the largest body the proxy accepts

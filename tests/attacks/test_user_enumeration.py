@@ -18,8 +18,7 @@ import pytest
 from kube_front_proxy.authn import htpasswd as htpasswd_module
 from kube_front_proxy.authn.htpasswd import Htpasswd
 from kube_front_proxy.config.settings import FileRef
-
-from ..support import htpasswd_add
+from tests.support.configs import htpasswd_add
 
 SCHEMES = ["bcrypt", "apr1", "sha256", "sha512", "sha1"]
 NAMES = [f"nobody-{i}" for i in range(500)]

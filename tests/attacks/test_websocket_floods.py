@@ -20,9 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import Emulator, Proxy, basic_header, password_of, start_proxy_for
 from tests.emulator import spdy, websocket
-from tests.support import Bystander, PeakRss, cpu_seconds, raw_request
+from tests.support.harness import Emulator, Proxy, start_proxy_for
+from tests.support.http1 import raw_request
+from tests.support.measure import Bystander, PeakRss, cpu_seconds
+from tests.support.users import basic_header, password_of
 from tests.test_e2e_upgrades import EXEC, REMOTE_COMMAND_ENV, RawTLS, kubectl
 
 MiB = 1 << 20

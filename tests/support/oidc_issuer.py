@@ -4,7 +4,7 @@ It serves discovery (`/.well-known/openid-configuration`) and a JWKS, signs ID t
 (RS256) and EC P-256 (ES256) keys, rotates keys, counts JWKS fetches, and mints the bad tokens
 an authenticator must refuse. Its certificate comes from a CA of its own (certs/devpki.py).
 
-    python -m tests.oidc_issuer --port 9443 --out run/oidc   # serve, print a token
+    python -m tests.support.oidc_issuer --port 9443 --out run/oidc   # serve, print a token
 """
 
 from __future__ import annotations
@@ -28,11 +28,9 @@ from cryptography.hazmat.primitives import serialization
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO / "certs") not in sys.path:
-    sys.path.insert(0, str(REPO / "certs"))
+import devpki
 
-import devpki  # noqa: E402
+from .processes import REPO
 
 AUDIENCE = "kube-front-proxy"
 

@@ -1,11 +1,70 @@
-"""A raw HTTP/1.1 client for attack tests: exact request bytes out (malformed ones included),
-every response on the connection read back in order."""
+"""Raw HTTPS/1.1 clients: one request with exactly the headers given, raw bytes over TLS, and a
+connection that sends exact bytes (malformed ones included) and reads every response in order."""
 
 from __future__ import annotations
 
+import http.client
 import socket
 import ssl
 from dataclasses import dataclass, field
+
+
+def raw_request(
+    host: str,
+    port: int,
+    context: ssl.SSLContext,
+    method: str,
+    path: str,
+    headers: list[tuple[str, str]],
+    body: bytes | None = None,
+    timeout: float = 30,
+    source: str | None = None,
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    """One HTTPS/1.1 request with exactly these headers, repeated names included; from the
+    source address if given (any of 127.0.0.0/8 reaches a proxy on 127.0.0.1)."""
+    conn = http.client.HTTPSConnection(
+        host, port, context=context, timeout=timeout,
+        source_address=(source, 0) if source else None,
+    )  # fmt: skip
+    try:
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        for name, value in headers:
+            conn.putheader(name, value.encode("utf-8"))
+        if body is not None:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        response = conn.getresponse()
+        return response.status, response.getheaders(), response.read()
+    finally:
+        conn.close()
+
+
+def tls_exchange(
+    port: int,
+    context: ssl.SSLContext,
+    data: bytes,
+    *,
+    source: str = "127.0.0.1",
+    timeout: float = 10,
+    until: bytes | None = None,
+) -> bytes:
+    """Send raw bytes over one TLS connection from `source` and read until the server closes
+    it, or what has come holds `until` (or `timeout` passes without a byte: then what came so
+    far, for a hung connection)."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0))
+    with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        tls.sendall(data)
+        out = b""
+        while True:
+            try:
+                chunk = tls.recv(65536)
+            except (TimeoutError, ssl.SSLError, OSError):
+                return out
+            if not chunk:
+                return out
+            out += chunk
+            if until is not None and until in out:
+                return out
 
 
 @dataclass

@@ -1,8 +1,8 @@
-"""Real processes for end-to-end tests: the API-server emulator, the proxy, kubectl."""
+"""Real processes for end-to-end tests: the API-server emulator and the proxy in front of it,
+started as the README says, with kubectl and raw HTTPS clients pointed at the proxy."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import ssl
@@ -12,56 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .support import (
-    KUBECTL,
-    Process,
-    free_port,
-    htpasswd_add,
-    proxy_config,
-    raw_request,
-    read_json_lines,
-    start_proxy,
-    tls_exchange,
-    write_yaml,
-)
-
-# One user per htpasswd scheme, each with the scheme in its password.
-SCHEME_USERS = {
-    "bcrypt": "bcrypt-user",
-    "apr1": "apr1-user",
-    "sha256": "sha256-user",
-    "sha512": "sha512-user",
-    "sha1": "sha1-user",
-}
-ALICE_PASSWORD = "alice-pässword"
-ALICE = {
-    "groups": ["developers", "system:masters", "a,b"],
-    "uid": "1001",
-    "extra": {"scopes": ["view", "edit"], "acme.com/project": ["payments"]},
-}
-
-# What the API server receives for alice, header line by header line.
-ALICE_LINES = [
-    ["X-Remote-User", "alice"],
-    ["X-Remote-Uid", "1001"],
-    ["X-Remote-Group", "developers"],
-    ["X-Remote-Group", "system:masters"],
-    ["X-Remote-Group", "a,b"],
-    ["X-Remote-Extra-scopes", "view"],
-    ["X-Remote-Extra-scopes", "edit"],
-    ["X-Remote-Extra-acme.com%2Fproject", "payments"],
-]
-
-
-def password_of(user: str) -> str:
-    return ALICE_PASSWORD if user == "alice" else f"{user}-secret"
-
-
-def write_users(directory: Path) -> None:
-    htpasswd_add(directory / "htpasswd", "alice", ALICE_PASSWORD, "bcrypt")
-    for scheme, user in SCHEME_USERS.items():
-        htpasswd_add(directory / "htpasswd", user, password_of(user), scheme)
-    write_yaml(directory / "users.yaml", {"users": {"alice": ALICE}})
+from .configs import proxy_config, read_json_lines, write_yaml
+from .http1 import raw_request, tls_exchange
+from .processes import BIN, KUBECTL, REPO, Process, free_port
+from .users import password_of, write_users
 
 
 @dataclass
@@ -150,9 +104,14 @@ class Proxy:
                             until=until)  # fmt: skip
 
 
-def basic_header(user: str, password: str) -> tuple[str, str]:
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return ("Authorization", f"Basic {token}")
+def start_proxy(config: Path, log: Path, *extra: str, tool: str = "mitmdump") -> Process:
+    """Start the proxy exactly as the README says."""
+    proc = Process(
+        [str(BIN / tool), "-s", str(REPO / "addon" / "k8s_auth.py"),
+         "--set", f"k8s_auth_config={config}", *extra],
+        log,
+    )  # fmt: skip
+    return proc
 
 
 def start_proxy_for(

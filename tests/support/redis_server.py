@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from .support import Process, free_port
+from tests.support.processes import Process, free_port
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
