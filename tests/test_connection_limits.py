@@ -8,8 +8,8 @@ from pathlib import Path
 
 from kube_front_proxy.client.connection_limits import ConnectionLimits
 from tests.support.harness import Emulator, start_proxy_for
-from tests.support.processes import wait_until
 from tests.support.users import basic_header, password_of
+from tests.support.waiting import wait_until
 
 
 def test_limits_count_and_release() -> None:

@@ -8,6 +8,7 @@ import threading
 import time
 
 from kube_front_proxy.authn.credential_cache import CredentialCache
+from tests.support.waiting import wait_until_async
 
 
 class Clock:
@@ -29,7 +30,7 @@ class Verifier:
     def __call__(self, password: str) -> bool:
         with self._lock:
             self.calls += 1
-        time.sleep(self.delay)
+        time.sleep(self.delay)  # the scenario: a slow hash (bcrypt) holds its thread
         return password == "right"
 
 
@@ -114,7 +115,8 @@ async def test_verification_runs_off_the_event_loop() -> None:
         return loop_ran.wait(timeout=2)
 
     async def set_from_the_loop() -> None:
-        await asyncio.sleep(0.05)
+        # Once the check is under way: set earlier, a check blocking the loop would pass too.
+        await wait_until_async(lambda: threads)
         loop_ran.set()
 
     cache = CredentialCache(ttl=60, max_entries=10)

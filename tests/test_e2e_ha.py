@@ -22,8 +22,9 @@ import pytest
 
 from tests.support.harness import Emulator, Proxy, start_emulator, start_proxy_for
 from tests.support.http1 import raw_request
-from tests.support.processes import KUBECTL, wait_until
+from tests.support.processes import KUBECTL
 from tests.support.users import basic_header, password_of
+from tests.support.waiting import wait_until
 
 PODS = "/api/v1/namespaces/default/pods"
 REVIEW = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
@@ -316,13 +317,13 @@ def test_kubectl_watching_through_a_killed_server_watches_again_on_the_survivor(
         killed = serving_watch(pair)
         survivor = 1 - killed
         # reflector.go warns about a watch that ends within a second ("very short watch").
-        time.sleep(1.5)
+        time.sleep(1.5)  # the scenario: a watch that has lasted a while
         pair.set_mark()
         pair.kill(killed)
         wait_until(lambda: watch_requests(pair.emulators[survivor], pair.mark[survivor]) != [])
         [path] = watch_requests(pair.emulators[survivor], pair.mark[survivor])
         assert path.startswith(f"{PODS}?allowWatchBookmarks=true&fieldSelector=metadata.name%3D")
-        time.sleep(1)
+        time.sleep(1)  # the scenario: a while in which kubectl must not give up
         assert kubectl.poll() is None
         # Not even a warning: the reflector saw a watch end, not an error (reflector.go logs
         # "watch of ... ended with: an error on the server" for a reset stream).

@@ -25,6 +25,7 @@ from tests.support.harness import Emulator, Proxy, start_proxy_for
 from tests.support.processes import BIN, KUBECTL
 from tests.support.redis_server import RedisServer
 from tests.support.users import ALICE_PASSWORD, basic_header
+from tests.support.waiting import wait_until
 
 from . import test_e2e_tty as tty
 from .test_e2e_upgrades import EXEC, REMOTE_COMMAND_ENV, upgrade_records
@@ -267,7 +268,7 @@ def test_an_expired_token_is_replaced_before_kubectl_sends_it(
     assert user.whoami()["username"] == "alice"
     first = user.cached()
     # Until the token is no longer fresh (3 s, renewed 0.3 s before its end).
-    time.sleep(max(0.0, first["expiresAt"] - 0.3 - time.time()) + 0.1)
+    time.sleep(max(0.0, first["expiresAt"] - 0.3 - time.time()) + 0.1)  # the scenario
     assert user.whoami()["username"] == "alice"
     second = user.cached()
     assert second["token"] != first["token"]
@@ -275,17 +276,17 @@ def test_an_expired_token_is_replaced_before_kubectl_sends_it(
     # kubectl asked the plugin again in time: the proxy never saw the expired token.
     assert "login refused" not in own.process.output()
     # The expired one is refused (as such: no lock-out charge, authn/session_tokens.py).
-    time.sleep(max(0.0, first["expiresAt"] - time.time()))
+    time.sleep(max(0.0, first["expiresAt"] - time.time()))  # the scenario: it expires
     status, _, _ = own.raw("GET", "/api", [("Authorization", f"Bearer {first['token']}")])
     assert status == 401 and "session token expired" in own.process.output()
     assert_no_secrets(own, emulator, [first["token"], second["token"]], [ALICE_PASSWORD])
 
 
 def wait_for_reload(proxy: Proxy, count: int) -> None:
-    deadline = time.monotonic() + 20
-    while proxy.process.output().count("configuration reloaded") < count:
-        assert time.monotonic() < deadline, proxy.process.output()[-2000:]
-        time.sleep(0.05)
+    wait_until(
+        lambda: proxy.process.output().count("configuration reloaded") >= count, 20,
+        lambda: proxy.process.output()[-2000:],
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("command", [("auth", "whoami"), ("get", "pods")])

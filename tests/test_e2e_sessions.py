@@ -20,9 +20,8 @@ import shutil
 import signal
 import stat
 import subprocess
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from tests.support.harness import Emulator, Proxy, start_proxy_for
 from tests.support.measure import PeakRss
 from tests.support.processes import BIN, KUBECTL, REPO, Process, free_port
 from tests.support.users import write_users
+from tests.support.waiting import wait_until
 
 from .test_e2e_tty import COLS, ROWS, Terminal
 from .test_e2e_upgrades import (
@@ -105,23 +105,15 @@ def recorded(
     r.proxy.process.stop()
 
 
-def wait_for(condition: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + TIMEOUT
-    while not (found := condition()):
-        assert time.monotonic() < deadline, f"waited for {what}"
-        time.sleep(0.02)
-    return found
-
-
 def new_cast(recorded: Recorded, before: set[Path]) -> Path:
     """The one file a session added (it is closed by the time its audit event is complete)."""
-    [path] = wait_for(lambda: recorded.casts() - before, "a recording")
+    [path] = wait_until(lambda: recorded.casts() - before, TIMEOUT, "a recording")
     return path
 
 
 def ended(path: Path) -> dict[str, Any]:
     """The header, once the proxy has closed the recording."""
-    return dict(wait_for(lambda: _header_if_ended(path), f"{path.name} to end"))
+    return dict(wait_until(lambda: _header_if_ended(path), TIMEOUT, f"{path.name} to end"))
 
 
 def _header_if_ended(path: Path) -> dict[str, Any] | None:
@@ -172,11 +164,11 @@ def test_exec_it_is_recorded_as_the_user_saw_it(recorded: Recorded, protocol: st
     path = new_cast(recorded, before)
     # kubectl sends the size on its own goroutine once the streams are up: then the window
     # grows (the kernel would signal kubectl; this pty is not its controlling terminal).
-    wait_for(lambda: '"r", "100x40"' in path.read_text(), "the first size")
+    wait_until(lambda: '"r", "100x40"' in path.read_text(), TIMEOUT, "the first size")
     terminal.type(b"hello\r")
     terminal.read_until(b"hello\r")
     terminal.resize(ROWS + 10, COLS + 20)
-    wait_for(lambda: '"r", "120x50"' in path.read_text(), "the new size")
+    wait_until(lambda: '"r", "120x50"' in path.read_text(), TIMEOUT, "the new size")
     terminal.type(b"\x04")  # ^D at the start of a line ends cat
     code, output, stderr = terminal.finish()
     assert (code, output, stderr) == (0, b"hello\r", b"")
@@ -249,8 +241,8 @@ def test_cp_sessions_are_recorded_and_listed(
                      env=REMOTE_COMMAND_ENV[protocol])  # fmt: skip
     assert result.returncode == 0, result.stderr
     # `test -d` first, then `tar -xmf -` with the archive on stdin.
-    new = wait_for(lambda: len(recorded.casts() - before) == 2 and recorded.casts() - before,
-                   "two recordings")  # fmt: skip
+    new = wait_until(lambda: len(recorded.casts() - before) == 2 and recorded.casts() - before,
+                   TIMEOUT, "two recordings")  # fmt: skip
     headers = {p: ended(p) for p in new}
     [tar] = [p for p, h in headers.items() if h["kube_front_proxy"]["command"][0] == "tar"]
     _, events = asciinema_read(tar)
@@ -279,8 +271,8 @@ def test_flow_comments_name_the_recordings(recorded: Recorded) -> None:
         result = kubectl(recorded.proxy, "exec", "nginx-1", "--", "true",
                          env=REMOTE_COMMAND_ENV[protocol])  # fmt: skip
         assert result.returncode == 0, result.stderr
-    paths = wait_for(lambda: len(recorded.casts() - before) == 2 and recorded.casts() - before,
-                     "two recordings")  # fmt: skip
+    paths = wait_until(lambda: len(recorded.casts() - before) == 2 and recorded.casts() - before,
+                     TIMEOUT, "two recordings")  # fmt: skip
     expected = {f"user alice; session recorded in {p}" for p in paths}
 
     def comments() -> bool:
@@ -292,7 +284,7 @@ def test_flow_comments_name_the_recordings(recorded: Recorded) -> None:
         spdy_flows = {f.comment for f in flows if isinstance(f, tcp.TCPFlow)}
         return exec_flows >= expected and bool(spdy_flows & expected)
 
-    wait_for(comments, "the saved flows")
+    wait_until(comments, TIMEOUT, "the saved flows")
 
 
 # -- port-forward: counted, not recorded ---------------------------------------------------------
@@ -315,7 +307,9 @@ def test_port_forward_is_counted_not_recorded(recorded: Recorded, protocol: str)
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=TIMEOUT)
-    events = wait_for(lambda: recorded.completed("portforward")[started:], "the audit event")
+    events = wait_until(
+        lambda: recorded.completed("portforward")[started:], TIMEOUT, "the audit event"
+    )
     annotations = events[0]["annotations"]
     assert "kube-front-proxy/session" not in annotations
     assert int(annotations["kube-front-proxy/session-bytes-in"]) >= len(data)
@@ -349,7 +343,9 @@ def test_an_unwritable_directory_never_breaks_a_session(
                              env=REMOTE_COMMAND_ENV[protocol], stdin=b"still works\n")  # fmt: skip
             assert (result.returncode, result.stdout) == (0, b"still works\n"), result.stderr
         assert r.metric("kube_front_proxy_session_recording_failures_total", stage="open") == 2
-        events = wait_for(lambda: len(r.completed("exec")) == 2 and r.completed("exec"), "events")
+        events = wait_until(
+            lambda: len(r.completed("exec")) == 2 and r.completed("exec"), TIMEOUT, "events"
+        )
         for event in events:
             assert "kube-front-proxy/session" not in event["annotations"]
             assert event["annotations"]["kube-front-proxy/session-error"] == (
@@ -423,7 +419,7 @@ def test_a_disk_that_fills_up_mid_session(
             assert result.returncode != 0 and len(result.stdout) < len(data)
         else:
             assert (result.returncode, result.stdout == data) == (0, True), result.stderr
-        [path] = wait_for(r.casts, "the recording")
+        [path] = wait_until(r.casts, TIMEOUT, "the recording")
         own = ended(path)["kube_front_proxy"]
         assert own["error"] == "recording stopped: File too large"
         assert path.stat().st_size <= 2 * MiB

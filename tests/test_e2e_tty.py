@@ -35,6 +35,7 @@ from tests.emulator.api import API
 from tests.emulator.container import Container
 from tests.support.harness import Proxy, start_proxy_for
 from tests.support.processes import KUBECTL
+from tests.support.waiting import wait_until
 
 from .test_e2e_upgrades import EXEC, REMOTE_COMMAND_ENV, assert_upgrade_as_alice
 
@@ -97,11 +98,12 @@ class Terminal:
     def wait_for_raw_mode(self) -> None:
         """Until kubectl has switched echo and line editing off (what it does before it dials):
         typed earlier, the keys would be echoed and edited by this side's line discipline."""
-        deadline = time.monotonic() + TIMEOUT
-        while termios.tcgetattr(self.master)[3] & (termios.ICANON | termios.ECHO):
-            assert time.monotonic() < deadline, "kubectl never put the terminal in raw mode"
+
+        def raw() -> bool:
             assert self.proc.poll() is None, self.proc.communicate()
-            time.sleep(0.02)
+            return not termios.tcgetattr(self.master)[3] & (termios.ICANON | termios.ECHO)
+
+        wait_until(raw, TIMEOUT, "kubectl never put the terminal in raw mode", interval=0.02)
 
     def resize(self, rows: int, cols: int) -> None:
         fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
@@ -144,9 +146,7 @@ def tty_record(server: EmulatorServer, before: int) -> dict[str, Any]:
 
 def wait_for_resizes(container: Container, count: int) -> None:
     """The sizes go out on their own goroutine, after the streams are up."""
-    deadline = time.monotonic() + TIMEOUT
-    while len(container.resizes) < count and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: len(container.resizes) >= count, TIMEOUT, lambda: container.resizes)
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

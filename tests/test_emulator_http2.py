@@ -18,6 +18,7 @@ from tests.emulator import EmulatorServer, http2
 from tests.emulator.api import API, CHATTY_LINE, FakePod
 from tests.support.emulator_pki import kubeadm_config
 from tests.support.http2 import H2Client
+from tests.support.waiting import wait_until
 
 ALICE = [("x-remote-user", "alice"), ("x-remote-group", "system:masters"),
          ("x-remote-group", "devs"), ("x-remote-extra-scopes", "view")]  # fmt: skip
@@ -187,10 +188,7 @@ def test_watch_and_followed_logs_arrive_as_data_frames_until_the_client_resets(
     assert names <= set(stream_threads())
     client.reset(watch)
     client.reset(logs)
-    deadline = time.monotonic() + 5
-    while names & set(stream_threads()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not names & set(stream_threads())
+    wait_until(lambda: not names & set(stream_threads()), 5, "the stream handlers live on")
     # The connection itself carries on.
     assert client.response(client.request("GET", "/version", ALICE)).status == 200
 

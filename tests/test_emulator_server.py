@@ -483,7 +483,7 @@ def test_client_disconnecting_mid_request_does_not_hurt(
             tls.sendall(partial)
         # and a plain TCP client that never speaks TLS
         socket.create_connection((server.host, server.port), timeout=5).close()
-    time.sleep(0.1)
+    time.sleep(0.1)  # a grace period in which nothing may be logged (no event to wait for)
     assert len(server.records()) == before
     assert request(server, pki, "GET", "/version").status == 200
 

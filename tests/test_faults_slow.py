@@ -16,6 +16,7 @@ import pytest
 
 from tests.support.harness import Emulator, Proxy, start_emulator, start_proxy_for
 from tests.support.users import basic_header, password_of
+from tests.support.waiting import wait_until
 
 from .test_limits import connect, read_response
 
@@ -53,10 +54,10 @@ def slow_down(emulator: Emulator, seconds: float | None) -> None:
 
 
 def wait_until_received(emulator: Emulator, path: str) -> None:
-    deadline = time.monotonic() + 5
-    while not any(r["path"] == path for r in emulator.requests()):
-        assert time.monotonic() < deadline, f"{path} never reached the API server"
-        time.sleep(0.02)
+    wait_until(
+        lambda: any(r["path"] == path for r in emulator.requests()), 5,
+        f"{path} never reached the API server",
+    )  # fmt: skip
 
 
 def upstream_connections(proxy: Proxy, emulator: Emulator) -> int:

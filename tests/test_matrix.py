@@ -27,7 +27,6 @@ import os
 import re
 import ssl
 import subprocess
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from tests.support.harness import Emulator, Proxy, start_emulator, start_proxy_f
 from tests.support.http2 import H2Client
 from tests.support.processes import KUBECTL
 from tests.support.users import ALICE_LINES, basic_header, password_of
+from tests.support.waiting import wait_until
 
 from .test_e2e_upgrades import (
     ATTACH,
@@ -126,17 +126,17 @@ class Cell:
             # for HTTP/2 clients); upgrades come on HTTP/1.1 connections.
             client_h2 = self.client == "h2" and not UPGRADES.search(record["path"])
             assert_identity(record, client_h2)
+
         # The proxy prints a flow once it ends; the last one can lag behind kubectl's exit.
-        expected_lines = len(records)
-        deadline = time.monotonic() + 5
-        while True:
+        def flow_lines() -> tuple[str, list[tuple[str, str]]]:
             output = self.stack.proxy.process.output()[self.output_before :]
             flows = [
                 (p, v or "HTTP/1.1") for p, v in FLOW_LINE.findall(output) if p.startswith(PODS)
             ]
-            if len(flows) >= expected_lines or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+            return output, flows
+
+        wait_until(lambda: len(flow_lines()[1]) >= len(records), 5, lambda: flow_lines()[0])
+        output, flows = flow_lines()
         # mitmdump shortens the paths (".../pods/…"): count versions, not upgrade paths.
         assert Counter(v for _, v in flows) == Counter(
             [VERSION[self.client]] * len(plain) + ["HTTP/1.1"] * upgrades
@@ -192,13 +192,11 @@ def stop(proc: subprocess.Popen[bytes]) -> bytes:
 
 def wait_for_record(cell: Cell, path: str, query: str) -> dict[str, Any]:
     """The request a never-ending command made (logged as its response starts)."""
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        found = [r for r in cell.records(path) if query in r["path"]]
-        if found:
-            return found[-1]
-        time.sleep(0.05)
-    raise AssertionError(f"no request for {path}?...{query}...")
+    found = wait_until(
+        lambda: [r for r in cell.records(path) if query in r["path"]], TIMEOUT,
+        f"no request for {path}?...{query}...",
+    )  # fmt: skip
+    return found[-1]
 
 
 # -- plain requests ----------------------------------------------------------------------------

@@ -253,7 +253,7 @@ async def test_unknown_kid_flood_is_rate_limited(issuer: OidcIssuer, tmp_path: P
 
     assert await all_rejected() == ["unknown key id"]
     assert issuer.jwks_fetches == 1  # within the interval of the first fetch: none
-    await asyncio.sleep(1.1)
+    await asyncio.sleep(1.1)  # the scenario: refresh_min_interval_seconds (1) passes
     assert await all_rejected() == ["unknown key id"]
     assert issuer.jwks_fetches == 2  # 50 concurrent unknown kids: one fetch
     for token in flood:

@@ -24,8 +24,11 @@ from kube_front_proxy.state.redis_config import RedisSettings
 from kube_front_proxy.state.redis_link import PROBE_SECONDS
 from kube_front_proxy.state.shared import SharedState, shared_state
 from tests.support.redis_server import RedisServer
+from tests.support.waiting import wait_until_async
 
 POLICY = LockoutPolicy()
+# The link notices a change within a probe interval or so.
+LINK_TIMEOUT = 5 * PROBE_SECONDS + 5
 
 
 @pytest.fixture(scope="module")
@@ -191,10 +194,7 @@ async def test_keys_expire_when_their_failures_have_drained(
     assert 0 < redis.dbsize() <= 3 * 3000
     ttls = [redis.pttl(key) for key in redis.scan_iter(count=1000)]  # -2: expired meanwhile
     assert -1 not in ttls and max(ttls) <= 1000
-    deadline = time.monotonic() + 10
-    while redis.dbsize() and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    assert redis.dbsize() == 0
+    await wait_until_async(lambda: redis.dbsize() == 0, 10, "keys left in redis")
 
 
 async def test_redis_down_degrades_to_this_process_and_recovers(
@@ -214,7 +214,7 @@ async def test_redis_down_degrades_to_this_process_and_recovers(
         assert state.link.health.degraded and state.link.health.errors >= 1
         # A stuck Redis (stopped, its port open): no call waits longer than the timeout.
         s.start()
-        await wait_until(lambda: state.link.up)
+        await wait_until_async(lambda: state.link.up, LINK_TIMEOUT)
         # What was counted while it was down reached Redis: another process sees the pair full.
         other = process(state, LockoutPolicy(per_user_and_address=4))
         assert not await guess(other, "alice", "203.0.113.6")
@@ -229,17 +229,10 @@ async def test_redis_down_degrades_to_this_process_and_recovers(
             assert "timeout" in state.link.health.reason.lower()
         finally:
             os.kill(s.process.proc.pid, signal.SIGCONT)
-        await wait_until(lambda: state.link.up)
+        await wait_until_async(lambda: state.link.up, LINK_TIMEOUT)
     finally:
         await state.link.close()
         s.stop()
-
-
-async def wait_until(condition: object, timeout: float = 5 * PROBE_SECONDS + 5) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "not reached in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_redis_with_a_password(tmp_path: Path) -> None:
@@ -326,7 +319,7 @@ async def test_revocations_are_shared_and_fail_closed(tmp_path: Path) -> None:
         assert await one.revocations.revoke("token-1", ttl=0.5)
         assert await two.revocations.revoked("token-1")
         assert not await two.revocations.revoked("token-2")
-        await wait_until(lambda: s.client().dbsize() == 0, timeout=3)  # expired
+        await wait_until_async(lambda: s.client().dbsize() == 0, timeout=3)  # expired
         assert not await two.revocations.revoked("token-1")
         assert await one.revocations.revoke("token-3", ttl=60)
         s.kill()

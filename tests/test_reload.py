@@ -6,8 +6,6 @@ import http.client
 import logging
 import shutil
 import ssl
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ from kube_front_proxy.config.runtime import Runtime, build_runtime
 from tests.support.configs import htpasswd_add, proxy_config, write_yaml
 from tests.support.harness import Emulator, Proxy, start_emulator, start_proxy_for
 from tests.support.users import ALICE, basic_header, password_of
+from tests.support.waiting import wait_until
 
 
 class Holder:
@@ -116,10 +115,10 @@ def test_reload_end_to_end(pki: Path, tmp_path: Path) -> None:
         assert kept.getresponse().read()
 
         write_yaml(users, {"users": {"alice": {**ALICE, "groups": ["reloaded"]}}})
-        wait_for(lambda: "reloaded" in proxy.whoami()["groups"])
+        wait_until(lambda: "reloaded" in proxy.whoami()["groups"], 15, interval=0.3)
 
         write_yaml(users, {"users": {"alice": {"groups": "not-a-list"}}})
-        wait_for(lambda: "reload refused" in proxy.process.output())
+        wait_until(lambda: "reload refused" in proxy.process.output(), 15)
         assert f"{users}: users.alice.groups: must be a list" in proxy.process.output()
         assert proxy.whoami()["groups"] == ["reloaded", "system:authenticated"]
 
@@ -130,7 +129,7 @@ def test_reload_end_to_end(pki: Path, tmp_path: Path) -> None:
         rotated = devpki.issue(ca, "rotated-client")
         client_key.write_bytes(rotated.key_pem())
         client_cert.write_bytes(rotated.cert_pem())
-        wait_for(lambda: emulator_saw_cn(emulator, proxy, "rotated-client"))
+        wait_until(lambda: emulator_saw_cn(emulator, proxy, "rotated-client"), 15, interval=0.3)
 
         # The connection opened before all this still works.
         kept.request("GET", "/version", headers=auth)
@@ -144,12 +143,3 @@ def test_reload_end_to_end(pki: Path, tmp_path: Path) -> None:
 def emulator_saw_cn(emulator: Emulator, proxy: Proxy, cn: str) -> bool:
     proxy.whoami()
     return bool(emulator.requests()[-1]["peer_cert_cn"] == cn)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.3)
-    raise AssertionError("condition not met in time")

@@ -7,7 +7,6 @@ log file tells how many of the requests it answered.
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from tests.support.configs import proxy_config, write_yaml
 from tests.support.harness import Emulator, Proxy, start_proxy, start_proxy_for
 from tests.support.processes import Process
 from tests.support.users import basic_header, password_of, write_users
+from tests.support.waiting import wait_until
 
 from .test_e2e_startup import listening_ports
 
@@ -31,12 +31,12 @@ def served(proxy: Process, emulator: Emulator, path: str) -> int:
 
 def wait_served(proxies: list[Process], emulator: Emulator, path: str, total: int) -> list[int]:
     """Flow lines per process, once they add up to `total` (the log is written after the reply)."""
-    deadline = time.monotonic() + 10
-    counts = [served(p, emulator, path) for p in proxies]
-    while sum(counts) < total and time.monotonic() < deadline:
-        time.sleep(0.05)
-        counts = [served(p, emulator, path) for p in proxies]
-    return counts
+
+    def counts() -> list[int]:
+        return [served(p, emulator, path) for p in proxies]
+
+    wait_until(lambda: sum(counts()) >= total, 10, lambda: f"{counts()} of {total}")
+    return counts()
 
 
 def test_two_processes_share_the_port_and_one_survives_the_other(

@@ -480,7 +480,7 @@ async def test_refused_tokens_the_proxy_signed_are_not_counted_as_guesses(
 ) -> None:
     runtime = load(config_dir, pki, ttl_seconds=1)
     token = await issue(runtime, basic("alice", "alice-pw"))
-    time.sleep(1.1)
+    time.sleep(1.1)  # the scenario: the token's 1 s runs out
     for _ in range(60):  # more than the 50 failures an address may make
         assert session_reason(await log_in(runtime.login, bearer(token))) == EXPIRED
     assert (await log_in(runtime.login, basic("alice", "alice-pw"))).identity is not None

@@ -14,6 +14,7 @@ from mitmproxy.test import tutils
 from kube_front_proxy.streaming import must_stream
 from tests.support.harness import Emulator, Proxy, start_proxy_for
 from tests.support.processes import KUBECTL
+from tests.support.waiting import wait_until
 
 
 @pytest.mark.parametrize(
@@ -130,7 +131,7 @@ def test_a_client_that_goes_away_mid_watch_closes_the_upstream(
         for proc in procs:
             proc.kill()
             proc.wait()
-    deadline = time.monotonic() + 5
-    while upstream_connections(proxy, emulator.port) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert upstream_connections(proxy, emulator.port) == 0
+    wait_until(
+        lambda: upstream_connections(proxy, emulator.port) == 0, 5,
+        "the upstream connections stay open", interval=0.1,
+    )  # fmt: skip

@@ -16,6 +16,7 @@ from kube_front_proxy.config.runtime import Runtime, build_runtime
 from kube_front_proxy.upstream.pool import LEAST_OUTSTANDING, ROUND_ROBIN, ServerPool, check_forever
 from kube_front_proxy.upstream.routing import MAX_RESENDS, Router, is_watch, may_retry
 from tests.support.configs import htpasswd_add, proxy_config, write_yaml
+from tests.support.waiting import wait_until_async
 
 from .emulator import EmulatorConfig, EmulatorServer
 
@@ -142,7 +143,8 @@ def test_checker_marks_servers_and_survives_a_probe_that_raises() -> None:
 
     async def run() -> None:
         task = asyncio.create_task(check_forever(pool, probe, 0.01))
-        await asyncio.sleep(0.05)
+        # A second round after C's probe raised: the checker survived it.
+        await wait_until_async(lambda: seen.count(A) >= 2)
         task.cancel()
 
     asyncio.run(run())

@@ -74,7 +74,7 @@ def _peak_growth(proxy: Proxy, before: float) -> float:
     deadline = time.monotonic() + STALL_SECONDS
     while time.monotonic() < deadline and peak <= MAX_GROWTH_MIB:
         peak = max(peak, rss_mib(proxy.process.proc.pid) - before)
-        time.sleep(0.1)
+        time.sleep(0.1)  # sampling over the stall, which is the scenario
     return peak
 
 

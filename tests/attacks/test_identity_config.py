@@ -14,7 +14,6 @@ is fixed, and its /readyz says why.
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from tests.support.configs import write_yaml
 from tests.support.harness import Emulator, Proxy, start_emulator, start_proxy_for
 from tests.support.processes import free_port
 from tests.support.users import basic_header, password_of
+from tests.support.waiting import wait_until
 
 USER = "apr1-user"  # a user without groups, in the htpasswd file write_users makes
 SPOOFS = [
@@ -123,9 +123,7 @@ def test_a_group_header_the_api_server_does_not_read_stops_the_proxy_until_fixed
     config = yaml.safe_load(proxy.config.read_text())
     config["identity"]["group_headers"] = ["X-Remote-Group"]
     write_yaml(proxy.config, config)
-    deadline = time.monotonic() + 20
-    while attack(proxy)[0] == 503 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: attack(proxy)[0] != 503, 20, "still 503 after the fix", interval=0.2)
     status, _ = attack(proxy)
     assert_served_as_itself(emulator, status)
     assert readyz(metrics_port)[0] == 200

@@ -22,8 +22,8 @@ import pytest
 
 from kube_front_proxy.seam import lingering_close
 from tests.support.harness import Proxy
-from tests.support.processes import wait_until
 from tests.support.users import basic_header, password_of
+from tests.support.waiting import wait_until
 
 MIB = 1024 * 1024
 BODY_LIMIT = 3 * MIB  # limits.max_request_body_mb, by default
@@ -120,7 +120,7 @@ def test_a_slow_client_is_cut_off_at_the_deadline(proxy: Proxy) -> None:
         with contextlib.suppress(OSError):
             while time.monotonic() - started < 10 * lingering_close.LINGER_SECONDS:
                 sock.sendall(b"x")
-                time.sleep(0.1)
+                time.sleep(0.1)  # the scenario: a byte now and then
         waited = time.monotonic() - started
     print(f"cut off after {waited:.2f} s")
     assert waited < 10 * lingering_close.LINGER_SECONDS

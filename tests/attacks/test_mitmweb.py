@@ -16,7 +16,6 @@ import http.client
 import json
 import ssl
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from tests.support.http2 import H2Client
 from tests.support.mitmweb import MitmwebClient
 from tests.support.processes import free_port
 from tests.support.users import basic_header, password_of
+from tests.support.waiting import wait_until
 
 from ..test_e2e_upgrades import EXEC, RawTLS
 
@@ -65,13 +65,10 @@ def flows(client: MitmwebClient) -> list[dict[str, Any]]:
 
 
 def wait_for_flow(client: MitmwebClient, match: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        found = [f for f in flows(client) if match(f)]
-        if found:
-            return found[-1]
-        time.sleep(0.05)
-    raise AssertionError("no such flow in mitmweb")
+    found = wait_until(
+        lambda: [f for f in flows(client) if match(f)], 20, "no such flow in mitmweb"
+    )
+    return found[-1]
 
 
 def with_path(marker: str) -> Callable[[dict[str, Any]], bool]:

@@ -41,7 +41,7 @@ def settled_count(emulator: Emulator, marker: str) -> int:
         now = sum(marker in r["path"] for r in emulator.requests())
         if now != count:
             count, stable_since = now, time.monotonic()
-        time.sleep(0.05)
+        time.sleep(0.05)  # the quiet second is the scenario: nothing more arrives
     return count
 
 

@@ -27,6 +27,7 @@ from tests.support.configs import proxy_config, write_yaml
 from tests.support.harness import Emulator, Proxy, start_proxy_for
 from tests.support.http1 import tls_exchange
 from tests.support.users import basic_header, password_of
+from tests.support.waiting import wait_until
 
 HEAD_TIMEOUT = 2
 KEEPALIVE = 3
@@ -76,15 +77,6 @@ def is_closed(sock: socket.socket) -> bool:
         sock.setblocking(True)
 
 
-def closed_within(sock: socket.socket, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if is_closed(sock):
-            return True
-        time.sleep(0.05)
-    return False
-
-
 class SlotHolder(threading.Thread):
     """An attacker at one address: always PER_ADDRESS connections holding half a request
     head, reconnecting as soon as the proxy closes one."""
@@ -121,20 +113,20 @@ def test_slow_heads_from_three_addresses_do_not_keep_a_user_out(proxy: Proxy) ->
         attacker.start()
     try:
         # Every slot is held (the proxy admits before the handshake ends).
-        deadline = time.monotonic() + 10
-        while sum(len(a.held) for a in attackers) < len(ATTACKERS) * PER_ADDRESS:
-            assert time.monotonic() < deadline, "the attackers could not fill the slots"
-            time.sleep(0.05)
+        wait_until(
+            lambda: sum(len(a.held) for a in attackers) >= len(ATTACKERS) * PER_ADDRESS, 10,
+            "the attackers could not fill the slots",
+        )  # fmt: skip
         started = time.monotonic()
         request = b"GET /version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
         request += f"{GOOD[0]}: {GOOD[1]}\r\n\r\n".encode()
         answer = tls_exchange(proxy.port, context(proxy), request, source="127.0.0.5")
         elapsed = time.monotonic() - started
         # Their half heads are closed by the head timeout (or for newcomers); they come back.
-        deadline = time.monotonic() + HEAD_TIMEOUT + 3
-        while not all(a.opened > PER_ADDRESS for a in attackers):
-            assert time.monotonic() < deadline, [a.opened for a in attackers]
-            time.sleep(0.05)
+        wait_until(
+            lambda: all(a.opened > PER_ADDRESS for a in attackers), HEAD_TIMEOUT + 3,
+            lambda: [a.opened for a in attackers],
+        )  # fmt: skip
     finally:
         for attacker in attackers:
             attacker.stop.set()
@@ -147,12 +139,12 @@ def test_slow_heads_from_three_addresses_do_not_keep_a_user_out(proxy: Proxy) ->
 def test_half_a_head_is_closed_after_the_head_timeout(proxy: Proxy) -> None:
     with connect(proxy, "127.0.0.6") as sock:
         sock.sendall(b"GET /version HTTP/1.1\r\nHost: x\r\n")
-        assert closed_within(sock, HEAD_TIMEOUT + 1.5)
+        wait_until(lambda: is_closed(sock), HEAD_TIMEOUT + 1.5, "still open")
 
 
 def test_no_handshake_is_closed_after_the_handshake_timeout(proxy: Proxy) -> None:
     with connect(proxy, "127.0.0.6", tls=False) as sock:
-        assert closed_within(sock, HEAD_TIMEOUT + 1.5)
+        wait_until(lambda: is_closed(sock), HEAD_TIMEOUT + 1.5, "still open")
 
 
 def test_idle_after_a_login_closed_after_keepalive_a_watch_is_not(

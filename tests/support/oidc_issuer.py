@@ -148,7 +148,7 @@ class OidcIssuer:
                 elif self.path == issuer.path + "/keys":
                     with issuer._lock:
                         issuer.jwks_fetches += 1
-                    time.sleep(issuer.delay_seconds)
+                    time.sleep(issuer.delay_seconds)  # the scenario: a slow issuer
                     body = issuer.jwks()
                 else:
                     self.send_error(404)

@@ -1,4 +1,4 @@
-"""Real child processes for tests, and waiting without fixed sleeps."""
+"""Real child processes for tests (their output in a log file), free ports, where things are."""
 
 from __future__ import annotations
 
@@ -9,21 +9,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
+
+from .waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 KUBECTL = "/usr/bin/kubectl"
-
-
-def wait_until(condition: Callable[[], object], timeout: float = 10) -> None:
-    """Poll condition until it is true; fail after timeout seconds (instead of a fixed sleep)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def free_port() -> int:
@@ -53,17 +46,18 @@ class Process:
         return self.log.read_text(errors="replace")
 
     def wait_for(self, pattern: str, timeout: float = 20.0) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            match = re.search(pattern, self.output())
-            if match:
-                return match
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(
-            f"{self.args[0]}: {pattern!r} not seen (exit {self.proc.poll()}):\n{self.output()}"
+        # An exited process cannot print it any more: stop waiting then.
+        wait_until(
+            lambda: re.search(pattern, self.output()) or self.proc.poll() is not None,
+            timeout,
+            lambda: f"{self.args[0]}: {pattern!r} not seen (still running):\n{self.output()}",
         )
+        match = re.search(pattern, self.output())
+        if match is None:
+            raise AssertionError(
+                f"{self.args[0]}: {pattern!r} not seen (exit {self.proc.poll()}):\n{self.output()}"
+            )
+        return match
 
     def stop(self) -> None:
         if self.proc.poll() is None:
