@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import socket
-import ssl
 from pathlib import Path
 
 from kube_front_proxy.client.connection_limits import ConnectionLimits
-from tests.support.harness import Emulator, start_proxy_for
+from tests.support.harness import Emulator, Proxy, start_proxy_for
 from tests.support.users import basic_header, password_of
 from tests.support.waiting import wait_until
 
@@ -25,17 +23,10 @@ def test_limits_count_and_release() -> None:
     assert limits.admit("c1", "10.0.0.3") is None
 
 
-def tls_connection(port: int, pki: Path) -> ssl.SSLSocket:
-    context = ssl.create_default_context(cafile=str(pki / "proxy-ca.crt"))
-    return context.wrap_socket(
-        socket.create_connection(("127.0.0.1", port), timeout=5), server_hostname="localhost"
-    )
-
-
-def is_refused(port: int, pki: Path) -> bool:
+def is_refused(proxy: Proxy) -> bool:
     """Whether the proxy closes a new connection without serving it."""
     try:
-        extra = tls_connection(port, pki)
+        extra = proxy.connect(timeout=5)
         extra.sendall(b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n")
         return extra.recv(1) == b""
     except OSError:  # ssl.SSLError included: closed during the handshake
@@ -50,8 +41,8 @@ def test_a_client_over_its_limit_is_refused_others_are_not(
     )
     held = []
     try:
-        held = [tls_connection(proxy.port, pki) for _ in range(3)]
-        assert is_refused(proxy.port, pki)
+        held = [proxy.connect(timeout=5) for _ in range(3)]
+        assert is_refused(proxy)
         assert "too many connections from 127.0.0.1 (3)" in proxy.process.output()
         held.pop().close()
         login = [basic_header("alice", password_of("alice"))]

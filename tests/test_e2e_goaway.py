@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import http.client
 import signal
-import ssl
 import subprocess
 import threading
 import time
@@ -56,10 +55,6 @@ def goaway_stack(
         emulator.process.stop()
 
 
-def h2_client(proxy: Proxy) -> H2Client:
-    return H2Client(proxy.port, ssl.create_default_context(cafile=str(proxy.pki / "proxy-ca.crt")))
-
-
 def answer(client: H2Client, stream: int) -> tuple[int, bytes]:
     """The stream's status and body; status -1 for a response that never came, or was cut."""
     try:
@@ -75,7 +70,7 @@ def test_a_thousand_gets_over_http2_with_goaway_chance_lose_none(
     emulator, proxy = goaway_stack
     before = len(emulator.requests())
     statuses: collections.Counter[int] = collections.Counter()
-    client = h2_client(proxy)
+    client = proxy.h2()
     try:
         for _ in range(GETS // CONCURRENT):
             streams = [client.request("GET", PODS, AUTH) for _ in range(CONCURRENT)]
@@ -107,7 +102,7 @@ def test_posts_refused_by_goaway_are_sent_again_and_processed_once(
     body = REVIEW_BODY
     headers = [*AUTH, JSON]
     statuses: collections.Counter[int] = collections.Counter()
-    client = h2_client(proxy)
+    client = proxy.h2()
     try:
         for _ in range(POSTS // CONCURRENT):
             streams = [client.request("POST", REVIEW, headers, body) for _ in range(CONCURRENT)]
@@ -183,7 +178,7 @@ class H2Load(threading.Thread):
         return sum(self.statuses["GET"].values())
 
     def run(self) -> None:
-        client = h2_client(self.proxy)
+        client = self.proxy.h2()
         try:
             while not self.stop.is_set():
                 batch = [*(["GET"] * 4), "POST"]
@@ -271,9 +266,9 @@ def test_upstream_connections_closed_for_idleness_are_replaced_quietly(
     closing it, HTTP/2 with GOAWAY. The next requests, a POST among them, open a new one."""
     emulator = start_emulator(pki, tmp_path, "-q", "--idle-timeout", "2s")
     proxy = start_proxy_for(pki, tmp_path / "proxy", emulator.port)
-    context = ssl.create_default_context(cafile=str(pki / "proxy-ca.crt"))
+    context = proxy.context()
     http1 = http.client.HTTPSConnection("127.0.0.1", proxy.port, context=context, timeout=10)
-    h2 = h2_client(proxy)
+    h2 = proxy.h2()
     auth = dict(AUTH)
     try:
         answers = []

@@ -124,7 +124,7 @@ def get(proxy: Proxy, path: str = PODS, method: str = "GET") -> tuple[int, dict[
 
 
 def proxy_context(proxy: Proxy) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(proxy.pki / "proxy-ca.crt"))
+    return proxy.context()
 
 
 class Looper(threading.Thread):

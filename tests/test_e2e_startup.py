@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import ssl
 import subprocess
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import pytest
 
 from tests.support.configs import proxy_config, write_yaml
 from tests.support.harness import Emulator, start_proxy, start_proxy_for
-from tests.support.http2 import H2Client
 from tests.support.processes import REPO, free_port
 from tests.support.users import basic_header, password_of, write_users
 
@@ -128,7 +126,7 @@ def test_unreachable_upstream_is_a_502_status(pki: Path, tmp_path: Path) -> None
 
 def test_unreachable_upstream_over_http2_is_a_json_status(pki: Path, tmp_path: Path) -> None:
     proxy = start_proxy_for(pki, tmp_path, free_port(), upstream=NO_TRUST_CHECK)
-    client = H2Client(proxy.port, ssl.create_default_context(cafile=str(pki / "proxy-ca.crt")))
+    client = proxy.h2()
     try:
         stream = client.request(
             "GET",

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import socket
-import ssl
 import time
 from pathlib import Path
 
@@ -44,7 +43,7 @@ def test_stalled_upload_and_half_open_connections_do_not_block_others(
     (tmp_path / "emulator").mkdir()
     emulator = start_emulator(pki, tmp_path / "emulator")
     proxy = start_proxy_for(pki, tmp_path / "proxy", emulator.port)
-    context = ssl.create_default_context(cafile=str(pki / "proxy-ca.crt"))
+    context = proxy.context()
     idle: list[socket.socket] = []
     try:
         # Half-open: TCP connected, nothing sent, not even a TLS hello.

@@ -18,7 +18,7 @@ from tests.support.harness import Emulator, Proxy, start_emulator, start_proxy_f
 from tests.support.users import basic_header, password_of
 from tests.support.waiting import wait_until
 
-from .test_limits import connect, read_response
+from .test_limits import read_response
 
 GOOD = basic_header("alice", password_of("alice"))
 
@@ -107,7 +107,7 @@ def test_the_client_connection_stays_usable_after_a_504(
     request = b"GET /version HTTP/1.1\r\nHost: x\r\n%s: %s\r\n\r\n" % (
         GOOD[0].encode(), GOOD[1].encode(),
     )  # fmt: skip
-    with connect(proxy) as sock:
+    with proxy.connect(timeout=10) as sock:
         slow_down(slow_emulator, 3)
         sock.sendall(request)
         first = read_response(sock)

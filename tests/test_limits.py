@@ -7,7 +7,6 @@ k8s.io/apiserver/pkg/server/config.go); the head limit, Go's MaxHeaderBytes (431
 from __future__ import annotations
 
 import json
-import socket
 import ssl
 import time
 from pathlib import Path
@@ -76,12 +75,6 @@ def test_limits_config(tmp_path: Path, pki: Path) -> None:
             load_settings(config_with(tmp_path, pki, **overrides))
 
 
-def connect(proxy: Proxy) -> ssl.SSLSocket:
-    context = ssl.create_default_context(cafile=str(proxy.pki / "proxy-ca.crt"))
-    raw = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
-    return context.wrap_socket(raw, server_hostname="localhost")
-
-
 def read_response(sock: ssl.SSLSocket) -> tuple[int, dict[str, str], dict[str, Any]]:
     """Read one response that ends with the connection or has a Content-Length."""
     data = b""
@@ -115,7 +108,7 @@ def seen(emulator: Emulator, marker: str) -> list[dict[str, Any]]:
 
 
 def test_headers_over_the_limit_get_a_431_status(limited: Proxy, emulator: Emulator) -> None:
-    with connect(limited) as sock:
+    with limited.connect(timeout=10) as sock:
         sock.sendall(
             b"GET /version?big HTTP/1.1\r\nHost: x\r\nX-Filler: " + b"a" * 9000 + b"\r\n\r\n"
         )
@@ -130,7 +123,7 @@ def test_headers_over_the_limit_get_a_431_status(limited: Proxy, emulator: Emula
         "code": 431,
     }  # fmt: skip
     # A head that never ends is refused as soon as it passes the limit, not buffered on.
-    with connect(limited) as sock:
+    with limited.connect(timeout=10) as sock:
         sock.sendall(b"GET /version?endless HTTP/1.1\r\nX-Filler: " + b"a" * 9000)
         assert read_response(sock)[0] == 431
     # Just under the limit passes.
@@ -143,7 +136,7 @@ def test_headers_over_the_limit_get_a_431_status(limited: Proxy, emulator: Emula
 def test_a_declared_body_over_the_limit_gets_a_413_before_it_is_sent(
     limited: Proxy, emulator: Emulator
 ) -> None:
-    with connect(limited) as sock:
+    with limited.connect(timeout=10) as sock:
         started = time.monotonic()
         sock.sendall(post_head("declared", 3 * MIB + 1))  # the body is never sent
         status, headers, body = read_response(sock)
@@ -157,7 +150,7 @@ def test_a_declared_body_over_the_limit_gets_a_413_before_it_is_sent(
 
 def test_a_chunked_body_over_the_limit_gets_a_413(limited: Proxy, emulator: Emulator) -> None:
     chunk = b"x" * 65536
-    with connect(limited) as sock:
+    with limited.connect(timeout=10) as sock:
         sock.sendall(post_head("chunked", chunked=True))
         try:
             for _ in range(3 * 16 + 1):  # 3 MiB + 64 KiB
@@ -176,7 +169,7 @@ def test_bodies_within_the_limit_are_forwarded_whole(
 ) -> None:
     size = 3 * MIB  # exactly the limit; over stream_large_bodies (1 MiB)
     marker = f"whole-{chunked}"
-    with connect(limited) as sock:
+    with limited.connect(timeout=10) as sock:
         sock.sendall(post_head(marker, size, chunked))
         if chunked:
             for _ in range(size // MIB):
@@ -194,7 +187,7 @@ def test_a_refused_login_with_a_large_body_gets_its_401(limited: Proxy, emulator
     """A 2 MiB upload with a wrong password: mitmproxy cannot answer a request whose body it
     streams, so the proxy used to drop the connection with no answer at all."""
     wrong = basic_header("alice", "wrong")
-    with connect(limited) as sock:
+    with limited.connect(timeout=10) as sock:
         sock.sendall(post_head("wrong", 2 * MIB, auth=wrong))
         sock.sendall(b"x" * 2 * MIB)
         status, _, body = read_response(sock)

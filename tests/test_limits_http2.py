@@ -5,13 +5,11 @@ ssl (a mitmproxy dependency), so the proxy sees real HTTP/2 frames."""
 from __future__ import annotations
 
 import json
-import ssl
 
 from mitmproxy.test import tutils
 
 from kube_front_proxy.client.request_limits import http2_head_size
 from tests.support.harness import Emulator, Proxy
-from tests.support.http2 import H2Client
 from tests.support.users import basic_header, password_of
 
 GOOD = basic_header("alice", password_of("alice"))
@@ -30,8 +28,7 @@ def test_http2_head_size() -> None:
 
 
 def test_an_http2_head_over_the_limit_gets_a_431_status(limited: Proxy, emulator: Emulator) -> None:
-    context = ssl.create_default_context(cafile=str(limited.pki / "proxy-ca.crt"))
-    client = H2Client(limited.port, context, "localhost")
+    client = limited.h2("localhost")
     try:
         big = client.response(client.request("GET", "/version?h2-big", headers(9000)))
         assert (big.status, bytes(big.data)) == (431, TOO_LARGE)

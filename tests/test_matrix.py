@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import ssl
 import subprocess
 from collections import Counter
 from collections.abc import Iterator
@@ -37,7 +36,6 @@ import pytest
 
 from tests.support.configs import write_yaml
 from tests.support.harness import Emulator, Proxy, start_emulator, start_proxy_for
-from tests.support.http2 import H2Client
 from tests.support.processes import KUBECTL
 from tests.support.users import ALICE_LINES, basic_header, password_of
 from tests.support.waiting import wait_until
@@ -370,8 +368,7 @@ def test_one_h2_connection_carries_100_concurrent_streams_multiplexed_upstream(
     carries all of them on one upstream h2 connection."""
     stack = stacks["h2"]
     before = len(stack.emulator.requests())
-    context = ssl.create_default_context(cafile=str(stack.proxy.pki / "proxy-ca.crt"))
-    client = H2Client(stack.proxy.port, context)
+    client = stack.proxy.h2()
     auth = [(name.lower(), value) for name, value in [basic_header("alice", password_of("alice"))]]
     try:
         watches = [client.request("GET", f"{PODS}?watch=true", auth) for _ in range(50)]

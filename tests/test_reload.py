@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import logging
 import shutil
-import ssl
 from pathlib import Path
 
 import pytest
@@ -107,7 +106,7 @@ def test_reload_end_to_end(pki: Path, tmp_path: Path) -> None:
         reload={"interval_seconds": 1},
     )  # fmt: skip
     users = tmp_path / "proxy" / "users.yaml"
-    context = ssl.create_default_context(cafile=str(pki / "proxy-ca.crt"))
+    context = proxy.context()
     kept = http.client.HTTPSConnection("127.0.0.1", proxy.port, context=context, timeout=10)
     auth = dict([basic_header("alice", password_of("alice"))])
     try:

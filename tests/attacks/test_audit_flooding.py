@@ -45,7 +45,7 @@ def test_refused_requests_write_a_bounded_audit(
     metrics_port = free_port()
     proxy = start_proxy_for(pki, tmp_path, emulator.port, audit={"path": str(audit)},
                             metrics={"listen": f"127.0.0.1:{metrics_port}"})  # fmt: skip
-    context = ssl.create_default_context(cafile=str(pki / "proxy-ca.crt"))
+    context = proxy.context()
     try:
         # No credentials at all: not a failed login (no lock-out), still refused.
         statuses = _flood(proxy.port, context, {"User-Agent": "u" * 4000})

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import socket
-import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,7 +53,7 @@ def present(proxy: Proxy, tmp_path: Path, chain: list[bytes], key: bytes) -> tup
     """GET /api with this certificate chain (PEM, leaf first) and the key of its leaf."""
     (tmp_path / "chain.pem").write_bytes(b"".join(chain))
     (tmp_path / "key.pem").write_bytes(key)
-    context = ssl.create_default_context(cafile=str(proxy.pki / "proxy-ca.crt"))
+    context = proxy.context()
     context.load_cert_chain(tmp_path / "chain.pem", tmp_path / "key.pem")
     status, _, body = raw_request("127.0.0.1", proxy.port, context, "GET", "/api", [])
     return status, body
@@ -148,7 +147,7 @@ def test_a_resumed_session_keeps_the_certificate_it_proved(
     """TLS resumption proves no key again: the session carries the certificate proven when it
     was made, and OpenSSL gives it back as the peer certificate."""
     victim.write(tmp_path, "victim")
-    context = ssl.create_default_context(cafile=str(cert_proxy.pki / "proxy-ca.crt"))
+    context = cert_proxy.context()
     context.load_cert_chain(tmp_path / "victim.crt", tmp_path / "victim.key")
     before = len(emulator.requests())
     session = None

@@ -11,7 +11,6 @@ RSS 402 MiB higher, and another user's request waited 1.43 s.
 from __future__ import annotations
 
 import gzip
-import ssl
 from pathlib import Path
 
 from tests.support.harness import Proxy
@@ -41,7 +40,7 @@ def test_a_gzip_bomb_through_pods_proxy_is_passed_on_undecoded(
     planted = kubectl(proxy, "cp", str(bomb), "nginx-1:/usr/share/nginx/html/bomb.json.gz",
                       env=REMOTE_COMMAND_ENV["websocket"])  # fmt: skip
     assert planted.returncode == 0, planted.stderr
-    context = ssl.create_default_context(cafile=str(proxy.pki / "proxy-ca.crt"))
+    context = proxy.context()
     login = basic_header("alice", password_of("alice"))
     answers = []
     with PeakRss(proxy.process.proc.pid) as rss, bystander(proxy) as other:

@@ -21,7 +21,6 @@ import pytest
 
 from tests.emulator import websocket
 from tests.support.harness import Emulator, Proxy, start_emulator, start_proxy_for
-from tests.support.http2 import H2Client
 from tests.support.processes import free_port
 from tests.support.users import basic_header, password_of
 
@@ -138,7 +137,7 @@ def test_http2_trailers_are_dropped(pki: Path, upstream: Emulator, tmp_path: Pat
     before = len(upstream.requests())
 
     def send(proxy: Proxy) -> None:
-        client = H2Client(proxy.port, proxy.context())
+        client = proxy.h2()
         try:
             head = [("authorization", ALICE[1]), ("content-type", "application/json")]
             trailers = [(n.lower(), v) for n, v in TRAILERS]
@@ -167,7 +166,7 @@ def test_proxy_authorization_never_leaves_the_proxy(
         for name in ("Proxy-Authorization", "proxy-AUTHORIZATION"):
             status, _, _ = proxy.raw("GET", "/api", [ALICE, (name, f"Bearer {secret}")])
             assert status == 200
-        client = H2Client(proxy.port, proxy.context())
+        client = proxy.h2()
         try:
             head = [("authorization", ALICE[1]), ("proxy-authorization", f"Bearer {secret}")]
             assert client.response(client.request("GET", "/api", head)).status == 200
@@ -294,7 +293,7 @@ def test_malformed_http2_credential_headers_are_never_logged(
         for name, value in [("authorization", f" Bearer {secrets[0]}"),  # surrounding space
                             ("Authorization", f"Bearer {secrets[1]}"),  # upper case in h2
                             ("authorization ", f"Bearer {secrets[2]}")]:  # fmt: skip
-            client = H2Client(proxy.port, proxy.context())
+            client = proxy.h2()
             try:
                 stream = client.request("GET", "/api", [(name, value)], validate=False)
                 # A stream reset or the connection ended (GOAWAY): either is a refusal.

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from tests.support.harness import Emulator, Proxy, start_proxy_for
-from tests.support.http2 import H2Client
 from tests.support.users import basic_header, password_of
 
 CLIENT = "127.0.0.2"
@@ -64,7 +63,7 @@ def test_http2_forged_addresses_are_replaced_by_the_real_one(
     audited: Proxy, emulator: Emulator
 ) -> None:
     auth = basic_header("alice", password_of("alice"))
-    client = H2Client(audited.port, audited.context(), source=CLIENT)
+    client = audited.h2(source=CLIENT)
     try:
         before = len(emulator.requests())
         forged = [(n.lower(), v) for n, v in FORGED]

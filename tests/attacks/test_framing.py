@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import ssl
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ import pytest
 
 from tests.support.harness import Emulator, Proxy, start_emulator, start_proxy_for
 from tests.support.http1 import H1Connection, H1Response
-from tests.support.http2 import H2Client, H2Response
+from tests.support.http2 import H2Response
 from tests.support.users import ALICE, basic_header, password_of
 
 SA = "system:serviceaccount:kube-system:kube-front-proxy"
@@ -102,10 +101,6 @@ def stack(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack
     s.stop()
 
 
-def context(proxy: Proxy) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(proxy.pki / "proxy-ca.crt"))
-
-
 def as_alice(record: dict[str, Any], mode: str) -> bool:
     """Whether the API server took this request to be alice's, and nobody else's."""
     auth = record["authentication"]
@@ -176,7 +171,7 @@ def h1_request(kind: Kind, path: str, body: bytes) -> bytes:
 def h1_cell(proxy: Proxy, kind: Kind, path: str, body: bytes, after: str) -> list[int]:
     """The client's answers: the POST (and, with no framing, its body read as a request),
     then the follow-up GET."""
-    conn = H1Connection(proxy.port, context(proxy))
+    conn = H1Connection(proxy.port, proxy.context())
     try:
         conn.send(h1_request(kind, path, body))
         answers = [response(conn.response("POST"))]
@@ -203,7 +198,7 @@ def h2_cell(proxy: Proxy, kind: Kind, path: str, body: bytes, after: str) -> lis
         headers.append(("content-length", str(len(body))))
     if kind.h2_refused:
         headers.append(("transfer-encoding", "chunked"))
-    client = H2Client(proxy.port, context(proxy), "localhost")
+    client = proxy.h2("localhost")
     try:
         answer = client.response(client.request(
             "POST", path, headers, body, validate=not kind.h2_refused,
@@ -213,7 +208,7 @@ def h2_cell(proxy: Proxy, kind: Kind, path: str, body: bytes, after: str) -> lis
             # A malformed HTTP/2 request: PROTOCOL_ERROR (this connection ends) or a 4xx.
             assert answer.status == 0 or 400 <= answer.status < 500
             client.close()
-            client = H2Client(proxy.port, context(proxy), "localhost")
+            client = proxy.h2("localhost")
             first = 400
         else:
             first = h2_status(answer)
@@ -396,7 +391,7 @@ VARIANTS = _variants()
 
 def corpus_exchange(proxy: Proxy, data: bytes) -> list[int]:
     """Every final answer on the connection, until the proxy closes it (or stops answering)."""
-    conn = H1Connection(proxy.port, context(proxy), timeout=5)
+    conn = H1Connection(proxy.port, proxy.context(), timeout=5)
     statuses: list[int] = []
     try:
         conn.send(data)
@@ -490,7 +485,7 @@ def test_framing_variants_over_http2(
     login = [(AUTH[0].lower(), AUTH[1])]
     before = len(emulator.requests())
 
-    client = H2Client(proxy.port, context(proxy), "localhost")
+    client = proxy.h2("localhost")
     try:
         answer = client.response(client.request(
             "POST", path, [*login, *variant.headers], variant.body,
@@ -498,7 +493,7 @@ def test_framing_variants_over_http2(
         ))  # fmt: skip
         if client.goaway is not None:
             client.close()
-            client = H2Client(proxy.port, context(proxy), "localhost")
+            client = proxy.h2("localhost")
         follow_up = client.response(client.request("GET", after, login))
     finally:
         client.close()

@@ -27,7 +27,6 @@ from h2.errors import ErrorCodes
 from hyperframe.frame import ContinuationFrame, Frame, GoAwayFrame, HeadersFrame, SettingsFrame
 
 from tests.support.harness import Emulator, Proxy, start_proxy_for
-from tests.support.http2 import H2Client
 from tests.support.measure import rss_mib
 from tests.support.processes import running
 from tests.support.users import basic_header, password_of
@@ -45,7 +44,7 @@ class Outcome:
 
 
 def _connect(proxy: Proxy) -> ssl.SSLSocket:
-    context = ssl.create_default_context(cafile=str(proxy.pki / "proxy-ca.crt"))
+    context = proxy.context()
     context.set_alpn_protocols(["h2"])
     raw = socket.create_connection(("127.0.0.1", proxy.port), timeout=30)
     sock = context.wrap_socket(raw, server_hostname="localhost")
@@ -126,8 +125,7 @@ def _frames(data: bytes) -> Iterator[Frame]:
 
 
 def _served(proxy: Proxy) -> int:
-    context = ssl.create_default_context(cafile=str(proxy.pki / "proxy-ca.crt"))
-    client = H2Client(proxy.port, context, "localhost")
+    client = proxy.h2("localhost")
     try:
         auth = ("authorization", basic_header("alice", password_of("alice"))[1])
         return client.response(client.request("GET", "/version", [auth])).status

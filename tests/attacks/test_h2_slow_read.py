@@ -14,7 +14,6 @@ the time it was made), and that the client then gets every byte, in order.
 
 from __future__ import annotations
 
-import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,6 @@ import pytest
 
 from tests.emulator.api import CHATTY_LINE, CHATTY_LINE_BYTES
 from tests.support.harness import Emulator, Proxy, start_emulator, start_proxy_for
-from tests.support.http2 import H2Client
 from tests.support.measure import rss_mib
 from tests.support.processes import running
 from tests.support.users import basic_header, password_of
@@ -53,14 +51,9 @@ def chatty(
             yield emulator, proxy
 
 
-def _client(proxy: Proxy, initial_window: int | None = None) -> H2Client:
-    context = ssl.create_default_context(cafile=str(proxy.pki / "proxy-ca.crt"))
-    return H2Client(proxy.port, context, "localhost", initial_window=initial_window)
-
-
 def _baseline(proxy: Proxy) -> float:
     """RSS after one request has been through every code path the attack uses."""
-    client = _client(proxy)
+    client = proxy.h2("localhost")
     try:
         assert client.response(client.request("GET", "/version", AUTH)).status == 200
     finally:
@@ -81,7 +74,7 @@ def _peak_growth(proxy: Proxy, before: float) -> float:
 def test_a_stalled_stream_holds_the_upstream_back(chatty: tuple[Emulator, Proxy]) -> None:
     _, proxy = chatty
     before = _baseline(proxy)
-    client = _client(proxy, initial_window=0)
+    client = proxy.h2("localhost", initial_window=0)
     try:
         stream = client.request("GET", LOG_PATH, AUTH)
         response = client.responses[stream]
@@ -116,7 +109,7 @@ def test_many_stalled_streams_are_bounded_per_connection(
     # HTTP/1.1 a sixth stream would wait for one of them.
     count = 24 if "h2-upstream" in request.node.callspec.id else 5
     before = _baseline(proxy)
-    client = _client(proxy, initial_window=0)
+    client = proxy.h2("localhost", initial_window=0)
     try:
         streams = [client.request("GET", LOG_PATH, AUTH) for _ in range(count)]
         client.wait(lambda: all(client.responses[s].headers for s in streams))

@@ -16,7 +16,6 @@ server.
 from __future__ import annotations
 
 import json
-import ssl
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,6 @@ from mitmproxy import io
 
 from tests.support.harness import Emulator, Proxy, start_proxy_for
 from tests.support.http1 import H1Connection
-from tests.support.http2 import H2Client
 from tests.support.users import basic_header, password_of
 
 PASSWORD = password_of("apr1-user")
@@ -55,12 +53,8 @@ def hygiene(
     proxy.process.stop()
 
 
-def context(proxy: Proxy) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(proxy.pki / "proxy-ca.crt"))
-
-
 def h1(proxy: Proxy, raw: bytes) -> tuple[int, dict[str, Any]]:
-    conn = H1Connection(proxy.port, context(proxy))
+    conn = H1Connection(proxy.port, proxy.context())
     try:
         conn.send(raw)
         r = conn.response()
@@ -113,7 +107,7 @@ def test_a_control_character_in_the_request_target_is_a_400(
 
 
 def h2_request(proxy: Proxy, path: str, headers: list[tuple[str, str]]) -> tuple[int, bytes]:
-    client = H2Client(proxy.port, context(proxy), "localhost")
+    client = proxy.h2("localhost")
     try:
         sid = client.request("GET", path, [(AUTH[0].lower(), AUTH[1]), *headers], validate=False)
         r = client.response(sid)

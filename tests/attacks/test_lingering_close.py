@@ -31,12 +31,6 @@ CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
 CLOSE_WAIT = 8  # tcp_states.h: the peer has sent its FIN
 
 
-def tls_socket(proxy: Proxy) -> ssl.SSLSocket:
-    context = ssl.create_default_context(cafile=str(proxy.pki / "proxy-ca.crt"))
-    raw = socket.create_connection(("127.0.0.1", proxy.port), timeout=30)
-    return context.wrap_socket(raw, server_hostname="localhost")
-
-
 def upload_head(marker: str, length: int, auth: tuple[str, str] | None) -> bytes:
     lines = [f"POST {CONFIGMAPS}?{marker} HTTP/1.1", "Host: x", f"Content-Length: {length}",
              "Content-Type: application/json"]  # fmt: skip
@@ -48,7 +42,7 @@ def upload_head(marker: str, length: int, auth: tuple[str, str] | None) -> bytes
 def refused(proxy: Proxy, marker: str, length: int, auth: tuple[str, str] | None) -> ssl.SSLSocket:
     """A connection whose upload head the proxy has answered and closed its side of (its FIN
     has come: the state is CLOSE_WAIT), before the body is sent; nothing read yet."""
-    sock = tls_socket(proxy)
+    sock = proxy.connect()
     sock.sendall(upload_head(marker, length, auth))
     wait_until(lambda: sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == CLOSE_WAIT)
     return sock

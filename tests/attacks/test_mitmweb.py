@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import ssl
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,7 +25,6 @@ from devpki import issue, make_ca
 from tests.emulator import websocket
 from tests.support.harness import Emulator, Proxy, start_proxy_for
 from tests.support.http1 import raw_request
-from tests.support.http2 import H2Client
 from tests.support.mitmweb import MitmwebClient
 from tests.support.processes import free_port
 from tests.support.users import basic_header, password_of
@@ -88,7 +86,7 @@ class Pending:
 
     def __init__(self, proxy: Proxy, path: str) -> None:
         self.result: tuple[int, bytes] | BaseException | None = None
-        context = ssl.create_default_context(cafile=str(proxy.pki / "proxy-ca.crt"))
+        context = proxy.context()
         headers = [basic_header("alice", password_of("alice"))]
 
         def send() -> None:
@@ -165,7 +163,7 @@ def test_over_http2_the_edited_stream_is_reset_and_the_connection_serves_on(
     intercepting: tuple[Proxy, MitmwebClient], emulator: Emulator
 ) -> None:
     proxy, client = intercepting
-    h2 = H2Client(proxy.port, ssl.create_default_context(cafile=str(proxy.pki / "proxy-ca.crt")))
+    h2 = proxy.h2()
     try:
         login = [basic_header("alice", password_of("alice"))]
         stream = h2.request("GET", "/api/v1/namespaces/default/pods?intercept-me=h2", login)
@@ -238,7 +236,7 @@ def test_a_replay_of_a_certificate_login_is_refused(
     is still open, as kubectl keeps its connection): it logs in again, and carries nothing."""
     proxy, client = web
     cert, key = CAROL.write(tmp_path, "carol")
-    context = ssl.create_default_context(cafile=str(proxy.pki / "proxy-ca.crt"))
+    context = proxy.context()
     context.load_cert_chain(cert, key)
     carol = http.client.HTTPSConnection("127.0.0.1", proxy.port, context=context, timeout=10)
     try:

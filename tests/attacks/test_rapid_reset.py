@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import ssl
 import threading
 import time
 from pathlib import Path
@@ -22,16 +21,10 @@ from kube_front_proxy.config.settings import load_settings
 from kube_front_proxy.seam.rapid_reset import ResetBudget
 from tests.support.configs import proxy_config, write_yaml
 from tests.support.harness import Emulator, Proxy, start_proxy_for
-from tests.support.http2 import H2Client
 from tests.support.users import basic_header, password_of
 
 BOUND = 100  # limits.http2_resets_per_minute, by default
 AUTH = [(name.lower(), value) for name, value in [basic_header("alice", password_of("alice"))]]
-
-
-def h2_client(proxy: Proxy) -> H2Client:
-    context = ssl.create_default_context(cafile=str(proxy.pki / "proxy-ca.crt"))
-    return H2Client(proxy.port, context, "localhost")
 
 
 def settled_count(emulator: Emulator, marker: str) -> int:
@@ -52,7 +45,7 @@ def test_rapid_resets_are_bounded_then_the_connection_goes(
     GOAWAY comes after about 100, and the pairs after it must not be met with a TCP reset,
     which would lose the GOAWAY (the proxy closed at once: no GOAWAY in 2 of 10 runs with a
     CPU hog alongside; it lingers now: seam/lingering_close.py)."""
-    client = h2_client(proxy)
+    client = proxy.h2("localhost")
     try:
         for i in range(500):
             client.reset(client.request("GET", f"/api/v1/pods?rapid-{i}", AUTH))
@@ -68,7 +61,7 @@ def test_rapid_resets_are_bounded_then_the_connection_goes(
 
 def test_a_few_resets_keep_the_connection(proxy: Proxy, emulator: Emulator) -> None:
     """kubectl cancelling a few requests (Ctrl-C on a watch, a timeout) is not an attack."""
-    client = h2_client(proxy)
+    client = proxy.h2("localhost")
     try:
         for i in range(20):
             client.reset(client.request("GET", f"/api/v1/pods?few-{i}", AUTH))
@@ -84,7 +77,7 @@ def test_a_request_and_its_reset_in_one_read_are_not_forwarded(
 ) -> None:
     """mitmproxy forgot a stream whose END_STREAM and RST_STREAM it read together, ignored the
     reset, and sent the request on: 50 of 50 such pairs reached the API server."""
-    client = h2_client(proxy)
+    client = proxy.h2("localhost")
     try:
         for i in range(50):
             stream_id = client.conn.get_next_available_stream_id()
@@ -143,7 +136,7 @@ def test_a_stream_reset_while_connecting_upstream_is_not_forwarded(
     proxy = start_proxy_for(pki, tmp_path, emulator.port, upstream={
         "servers": [f"https://127.0.0.1:{relay.port}"], "check_cluster_trust": False,
     })  # fmt: skip
-    client = h2_client(proxy)
+    client = proxy.h2("localhost")
     try:
         stream_id = client.request("GET", "/api/v1/pods?connecting", AUTH)
         assert relay.accepted.wait(10)  # the proxy is opening its upstream connection

@@ -25,7 +25,6 @@ from kube_front_proxy.config.errors import ConfigError
 from kube_front_proxy.config.settings import load_settings
 from tests.support.configs import proxy_config, write_yaml
 from tests.support.harness import Emulator, Proxy, start_proxy_for
-from tests.support.http1 import tls_exchange
 from tests.support.users import basic_header, password_of
 from tests.support.waiting import wait_until
 
@@ -51,14 +50,11 @@ def proxy(
     p.process.stop()
 
 
-def context(proxy: Proxy) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(proxy.pki / "proxy-ca.crt"))
-
-
 def connect(proxy: Proxy, source: str, tls: bool = True) -> socket.socket:
-    raw = socket.create_connection(("127.0.0.1", proxy.port), timeout=5,
-                                   source_address=(source, 0))  # fmt: skip
-    return context(proxy).wrap_socket(raw, server_hostname="localhost") if tls else raw
+    if tls:
+        return proxy.connect(source, timeout=5)
+    return socket.create_connection(("127.0.0.1", proxy.port), timeout=5,
+                                    source_address=(source, 0))  # fmt: skip
 
 
 def is_closed(sock: socket.socket) -> bool:
@@ -120,7 +116,7 @@ def test_slow_heads_from_three_addresses_do_not_keep_a_user_out(proxy: Proxy) ->
         started = time.monotonic()
         request = b"GET /version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
         request += f"{GOOD[0]}: {GOOD[1]}\r\n\r\n".encode()
-        answer = tls_exchange(proxy.port, context(proxy), request, source="127.0.0.5")
+        answer = proxy.exchange(request, source="127.0.0.5")
         elapsed = time.monotonic() - started
         # Their half heads are closed by the head timeout (or for newcomers); they come back.
         wait_until(
@@ -161,7 +157,7 @@ def test_idle_after_a_login_closed_after_keepalive_a_watch_is_not(
         assert idle.recv(65536).startswith(b"HTTP/1.1 200")
         started = time.monotonic()
         # A quiet watch outlives every timeout: only its own timeoutSeconds ends it.
-        answer = tls_exchange(proxy.port, context(proxy), watch, source="127.0.0.7")
+        answer = proxy.exchange(watch, source="127.0.0.7")
         watched = time.monotonic() - started
         assert is_closed(idle)  # meanwhile: idle longer than the keep-alive timeout
     assert answer.startswith(b"HTTP/1.1 200") and answer.rstrip().endswith(b"0")

@@ -9,7 +9,6 @@ on the proxy's own process (VmRSS), sampled while the attack runs.
 from __future__ import annotations
 
 import contextlib
-import socket
 import ssl
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.harness import Emulator, Proxy, start_proxy_for
-from tests.support.http2 import H2Client, H2Response
+from tests.support.http2 import H2Response
 from tests.support.measure import PeakRss
 from tests.support.users import basic_header, password_of
 
@@ -37,13 +36,6 @@ def proxy(
                         "--set", "flow_detail=0")  # fmt: skip
     yield p
     p.process.stop()
-
-
-def tls_socket(proxy: Proxy, source: str = "127.0.0.1") -> ssl.SSLSocket:
-    context = ssl.create_default_context(cafile=str(proxy.pki / "proxy-ca.crt"))
-    raw = socket.create_connection(("127.0.0.1", proxy.port), timeout=30,
-                                   source_address=(source, 0))  # fmt: skip
-    return context.wrap_socket(raw, server_hostname="localhost")
 
 
 def head(marker: str, auth: tuple[str, str] | None, *extra: str) -> bytes:
@@ -67,7 +59,7 @@ def read_head(sock: ssl.SSLSocket) -> tuple[int, bytes]:
 
 def upload(proxy: Proxy, marker: str, auth: tuple[str, str] | None, source: str) -> int:
     """One HTTP/1.1 upload of BODY bytes sent at once, as an attacker would; the status."""
-    with tls_socket(proxy, source) as sock:
+    with proxy.connect(source) as sock:
         with contextlib.suppress(OSError):  # refused and closed while sending
             sock.sendall(head(marker, auth) + b"x" * BODY)
         return read_head(sock)[0]
@@ -104,8 +96,7 @@ def test_http1_uploads_without_a_login_are_not_held(
 def test_http2_uploads_without_a_login_are_not_held(proxy: Proxy, emulator: Emulator) -> None:
     """100 streams on one connection, each with nearly 3 MiB of DATA and never ended: mitmproxy
     held every one of them, waiting for the end of a body it would then refuse."""
-    context = ssl.create_default_context(cafile=str(proxy.pki / "proxy-ca.crt"))
-    client = H2Client(proxy.port, context, "localhost")
+    client = proxy.h2("localhost")
     conn = client.conn
     try:
         # The proxy's SETTINGS and WINDOW_UPDATE open its windows (mitmproxy: 2^31-1).
@@ -143,7 +134,7 @@ def test_http2_uploads_without_a_login_are_not_held(proxy: Proxy, emulator: Emul
 def _expect_continue(
     proxy: Proxy, marker: str, auth: tuple[str, str] | None
 ) -> Iterator[tuple[ssl.SSLSocket, int, bytes]]:
-    with tls_socket(proxy) as sock:
+    with proxy.connect() as sock:
         sock.sendall(head(marker, auth, "Expect: 100-continue"))
         status, data = read_head(sock)
         yield sock, status, data

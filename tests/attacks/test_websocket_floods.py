@@ -34,7 +34,7 @@ CLOSE = websocket.Opcode.CLOSE
 
 def bystander(proxy: Proxy) -> Bystander:
     """Another user listing pods, one request after the other."""
-    context = ssl.create_default_context(cafile=str(proxy.pki / "proxy-ca.crt"))
+    context = proxy.context()
     login = basic_header("apr1-user", password_of("apr1-user"))
 
     def request() -> int:

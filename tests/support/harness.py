@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import ssl
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from typing import Any
 
 from .configs import proxy_config, read_json_lines, write_yaml
 from .http1 import raw_request, tls_exchange
+from .http2 import H2Client
 from .processes import BIN, KUBECTL, REPO, Process, free_port
 from .users import password_of, write_users
 
@@ -94,7 +96,21 @@ class Proxy:
         return status, dict(headers), content
 
     def context(self) -> ssl.SSLContext:
+        """A TLS client context that trusts the proxy's serving certificate."""
         return ssl.create_default_context(cafile=str(self.pki / "proxy-ca.crt"))
+
+    def connect(self, source: str = "127.0.0.1", timeout: float = 30,
+                server_name: str = "localhost") -> ssl.SSLSocket:  # fmt: skip
+        """A TLS connection to the proxy from `source` (any 127.x address), for raw bytes."""
+        raw = socket.create_connection(("127.0.0.1", self.port), timeout=timeout,
+                                       source_address=(source, 0))  # fmt: skip
+        return self.context().wrap_socket(raw, server_hostname=server_name)
+
+    def h2(self, server_name: str = "127.0.0.1", source: str = "127.0.0.1",
+           initial_window: int | None = None) -> H2Client:  # fmt: skip
+        """An HTTP/2 connection to the proxy (tests/support/http2.py)."""
+        return H2Client(self.port, self.context(), server_name, source,
+                        initial_window=initial_window)  # fmt: skip
 
     def exchange(self, data: bytes, source: str = "127.0.0.1", timeout: float = 10,
                  until: bytes | None = None) -> bytes:  # fmt: skip
