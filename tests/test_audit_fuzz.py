@@ -13,8 +13,7 @@ from hypothesis import strategies as st
 from kube_front_proxy.identity.headers import Identity
 from kube_front_proxy.observe.audit import AuditEvent
 from kube_front_proxy.observe.request_info import RequestInfoError, parse_request_info
-
-from .test_audit import validate
+from tests.support.audit_schema import validate
 
 # Strings as mitmproxy hands them over: bytes off the wire, undecodable ones surrogate-escaped.
 wire = st.binary(max_size=60).map(lambda b: b.decode("utf-8", "surrogateescape"))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,9 +20,9 @@ from kube_front_proxy.authn.htpasswd import Htpasswd
 from kube_front_proxy.authn.lockout import Lockout, LockoutPolicy
 from kube_front_proxy.authn.login import Login
 from kube_front_proxy.identity.headers import HeaderNames, IdentityHeaderWriter
-from tests.support.configs import write_yaml
+from tests.support.configs import write_kubeconfig, write_yaml
 from tests.support.harness import Emulator, start_proxy_for
-from tests.support.processes import KUBECTL
+from tests.support.processes import kubectl
 from tests.support.users import ALICE_PASSWORD, basic_header, write_users
 
 from .test_htpasswd import ref as htpasswd_ref
@@ -192,16 +191,11 @@ async def test_both_reasons_are_given_when_both_fail(tmp_path: Path) -> None:
 
 def cert_kubeconfig(directory: Path, port: int, pki: Path, pair: CertKey, name: str) -> Path:
     pair.write(directory, name)
-    return write_yaml(directory / f"kubeconfig-{name}", {
-        "apiVersion": "v1", "kind": "Config", "current-context": "proxy",
-        "clusters": [{"name": "proxy", "cluster": {
-            "server": f"https://127.0.0.1:{port}",
-            "certificate-authority": str(pki / "proxy-ca.crt")}}],
-        "users": [{"name": "u", "user": {
-            "client-certificate": str(directory / f"{name}.crt"),
-            "client-key": str(directory / f"{name}.key")}}],
-        "contexts": [{"name": "proxy", "context": {"cluster": "proxy", "user": "u"}}],
-    })  # fmt: skip
+    return write_kubeconfig(
+        directory / f"kubeconfig-{name}", f"https://127.0.0.1:{port}", pki / "proxy-ca.crt",
+        {"client-certificate": str(directory / f"{name}.crt"),
+         "client-key": str(directory / f"{name}.key")},
+    )  # fmt: skip
 
 
 def test_client_certificates_end_to_end_with_kubectl(
@@ -216,8 +210,7 @@ def test_client_certificates_end_to_end_with_kubectl(
     )  # fmt: skip
     try:
         good = cert_kubeconfig(tmp_path, proxy.port, pki, CERTS["good"], "carol")
-        result = subprocess.run([KUBECTL, "--kubeconfig", str(good), "auth", "whoami", "-o",
-                                 "json"], capture_output=True, text=True, timeout=60)  # fmt: skip
+        result = kubectl(good, "auth", "whoami", "-o", "json")
         assert result.returncode == 0, result.stderr
         info = json.loads(result.stdout)["status"]["userInfo"]
         assert info == {
@@ -226,8 +219,7 @@ def test_client_certificates_end_to_end_with_kubectl(
         }
         for name in ("expired", "other-ca", "server-only"):
             bad = cert_kubeconfig(tmp_path, proxy.port, pki, CERTS[name], name)
-            result = subprocess.run([KUBECTL, "--kubeconfig", str(bad), "get", "pods"],
-                                    capture_output=True, text=True, timeout=60)  # fmt: skip
+            result = kubectl(bad, "get", "pods")
             assert result.returncode == 1, name
             assert "You must be logged in to the server" in result.stderr, name
         # Basic users still log in on the same port; kubectl sends no certificate then.

@@ -8,12 +8,12 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.audit_schema import validate
 from tests.support.configs import proxy_config, write_yaml
 from tests.support.harness import start_emulator, start_proxy_for
-from tests.support.processes import free_port, wait_until
+from tests.support.processes import free_port
 from tests.support.users import basic_header, password_of
-
-from .test_audit import validate
+from tests.support.waiting import wait_until
 
 WRONG = "N0t-the-Passw0rd"
 
@@ -28,7 +28,6 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def test_audit_log_and_metrics(pki: Path, tmp_path: Path) -> None:
-    (tmp_path / "emulator").mkdir()
     emulator = start_emulator(pki, tmp_path / "emulator")
     metrics_port = free_port()
     audit_path = tmp_path / "audit.log"

@@ -20,15 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.harness import Emulator, Proxy, start_emulator, start_proxy_for
+from tests.support.api_paths import PODS, SSR
+from tests.support.harness import Emulator, Proxy, start_emulator, start_proxy_for, watch_requests
 from tests.support.http2 import H2Client
 from tests.support.processes import KUBECTL
 from tests.support.users import basic_header, password_of
+from tests.support.waiting import wait_until
 
-from .test_e2e_ha import _mkdir, wait_until, watch_requests
-
-PODS = "/api/v1/namespaces/default/pods"
-REVIEW = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
 AUTH = [(n.lower(), v) for n, v in [basic_header("alice", password_of("alice"))]]
 REVIEW_BODY = b'{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}'
 JSON = ("content-type", "application/json")
@@ -105,7 +103,7 @@ def test_posts_refused_by_goaway_are_sent_again_and_processed_once(
     client = proxy.h2()
     try:
         for _ in range(POSTS // CONCURRENT):
-            streams = [client.request("POST", REVIEW, headers, body) for _ in range(CONCURRENT)]
+            streams = [client.request("POST", SSR, headers, body) for _ in range(CONCURRENT)]
             for stream in streams:
                 status, body = answer(client, stream)
                 statuses[status] += 1
@@ -115,7 +113,7 @@ def test_posts_refused_by_goaway_are_sent_again_and_processed_once(
         client.close()
     print(f"\n{POSTS} POSTs over HTTP/2 with --goaway-chance=0.02: {dict(statuses)}")
     assert statuses == {201: POSTS}
-    served = [r for r in emulator.requests()[before:] if r["path"] == REVIEW]
+    served = [r for r in emulator.requests()[before:] if r["path"] == SSR]
     assert len(served) == POSTS
     # Whether a GOAWAY finds a POST in flight above its last stream id is chance: the emulator
     # has usually taken all of a batch. The GETs above show requests being sent again; here
@@ -198,7 +196,7 @@ class H2Load(threading.Thread):
     def _send(client: H2Client, method: str) -> int:
         if method == "GET":
             return client.request("GET", PODS, AUTH)
-        return client.request("POST", REVIEW, [*AUTH, JSON], REVIEW_BODY)
+        return client.request("POST", SSR, [*AUTH, JSON], REVIEW_BODY)
 
 
 def test_a_rolling_restart_loses_no_get_and_ends_the_watch_cleanly(
@@ -210,7 +208,7 @@ def test_a_rolling_restart_loses_no_get_and_ends_the_watch_cleanly(
     above the GOAWAY again, on the other server, and ends the cut watch as a watch ends."""
     # Every answer takes 0.2 s, so that requests are in flight when the GOAWAY comes.
     flags = ["-q", "--request-timeout", "3s", "--response-delay", "0.2"]
-    emulators = [start_emulator(pki, _mkdir(tmp_path / f"emulator-{i}"), *flags) for i in (0, 1)]
+    emulators = [start_emulator(pki, tmp_path / f"emulator-{i}", *flags) for i in (0, 1)]
     proxy = start_proxy_for(
         pki, tmp_path / "proxy", emulators[0].port,
         upstream={
@@ -234,7 +232,7 @@ def test_a_rolling_restart_loses_no_get_and_ends_the_watch_cleanly(
         emulators[i].process.proc.wait(15)
         done_before_restart = load.done()
         restarted = start_emulator(
-            pki, _mkdir(tmp_path / "restarted"), *flags, "--secure-port", str(emulators[i].port)
+            pki, tmp_path / "restarted", *flags, "--secure-port", str(emulators[i].port)
         )
         # Back in the rotation once its /readyz passes.
         wait_until(lambda: sum(r["path"] == PODS for r in restarted.requests()) > 10, 15)
@@ -275,7 +273,7 @@ def test_upstream_connections_closed_for_idleness_are_replaced_quietly(
         for round_ in range(2):
             if round_:
                 time.sleep(3)  # idle for longer than the API server's timeout
-            for method, path in (("GET", PODS), ("POST", REVIEW)):
+            for method, path in (("GET", PODS), ("POST", SSR)):
                 body = REVIEW_BODY if method == "POST" else None
                 http1.request(method, path, body, {**auth, JSON[0]: JSON[1]})
                 response = http1.getresponse()
@@ -291,7 +289,7 @@ def test_upstream_connections_closed_for_idleness_are_replaced_quietly(
     assert answers == [200, 200, 201, 201] * 2
     served = emulator.requests()
     by_version = collections.Counter(
-        (r["http_version"], r["remote_addr"]) for r in served if r["path"] in (PODS, REVIEW)
+        (r["http_version"], r["remote_addr"]) for r in served if r["path"] in (PODS, SSR)
     )
     # Two upstream connections per protocol: the first, closed for idleness, then its successor.
     assert collections.Counter(v for v, _ in by_version) == {"HTTP/1.1": 2, "HTTP/2.0": 2}

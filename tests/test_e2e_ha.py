@@ -20,14 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.harness import Emulator, Proxy, start_emulator, start_proxy_for
+from tests.support.api_paths import PODS, SSR
+from tests.support.harness import Emulator, Proxy, start_emulator, start_proxy_for, watch_requests
 from tests.support.http1 import raw_request
 from tests.support.processes import KUBECTL
 from tests.support.users import basic_header, password_of
 from tests.support.waiting import wait_until
 
-PODS = "/api/v1/namespaces/default/pods"
-REVIEW = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
 AUTH = basic_header("alice", password_of("alice"))
 STATUS_PREFIX = b'{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
 NO_SERVER = STATUS_PREFIX + (
@@ -87,7 +86,7 @@ def pair(pki: Path, tmp_path: Path) -> Iterator[Pair]:
     emulators = [
         start_emulator(
             pki,
-            _mkdir(tmp_path / f"emulator-{i}"),
+            tmp_path / f"emulator-{i}",
             "-q",
             "--response-delay-file",
             str(tmp_path / f"delay-{i}"),
@@ -110,11 +109,6 @@ def pair(pki: Path, tmp_path: Path) -> Iterator[Pair]:
     proxy.process.stop()
     for emulator in emulators:
         emulator.process.stop()
-
-
-def _mkdir(path: Path) -> Path:
-    path.mkdir()
-    return path
 
 
 def get(proxy: Proxy, path: str = PODS, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
@@ -202,13 +196,11 @@ def test_request_waiting_on_a_killed_server_get_retried_post_not(pair: Pair) -> 
     answers: dict[str, tuple[int, dict[str, str], bytes]] = {}
     threads = [
         threading.Thread(target=lambda: answers.__setitem__("GET", get(pair.proxy))),
-        threading.Thread(
-            target=lambda: answers.__setitem__("POST", get(pair.proxy, REVIEW, "POST"))
-        ),
+        threading.Thread(target=lambda: answers.__setitem__("POST", get(pair.proxy, SSR, "POST"))),
     ]
     for t in threads:
         t.start()
-    wait_until(lambda: pair.since_mark(0) == 1 and pair.since_mark(0, "POST", REVIEW) == 1)
+    wait_until(lambda: pair.since_mark(0) == 1 and pair.since_mark(0, "POST", SSR) == 1)
     pair.not_ready(1, False)
     pair.checked(1)
     pair.kill(0)
@@ -218,8 +210,8 @@ def test_request_waiting_on_a_killed_server_get_retried_post_not(pair: Pair) -> 
     assert answers["POST"][:1] == (502,)
     assert answers["POST"][2] == BAD_GATEWAY
     assert pair.since_mark(1) == 1
-    assert pair.since_mark(1, "POST", REVIEW) == 0
-    assert pair.since_mark(0, "POST", REVIEW) == 1
+    assert pair.since_mark(1, "POST", SSR) == 0
+    assert pair.since_mark(0, "POST", SSR) == 1
 
 
 def open_watch(proxy: Proxy) -> tuple[ssl.SSLSocket, bytes]:
@@ -290,10 +282,6 @@ def test_both_down_is_a_clean_503_that_names_no_address(pair: Pair) -> None:
         assert authority not in body and all(authority not in v.encode() for v in headers.values())
 
 
-def watch_requests(emulator: Emulator, since: int = 0) -> list[str]:
-    return [r["path"] for r in emulator.requests()[since:] if "watch=true" in r["path"]]
-
-
 def serving_watch(pair: Pair) -> int:
     """The emulator a kubectl watch went to, once it has one."""
     wait_until(lambda: any(watch_requests(e) for e in pair.emulators))
@@ -352,7 +340,7 @@ def test_kubectl_get_watch_ends_quietly_when_its_server_is_killed(pair: Pair) ->
 
 def test_a_server_that_times_out_is_ejected(pki: Path, tmp_path: Path) -> None:
     emulators = [
-        start_emulator(pki, _mkdir(tmp_path / f"emulator-{i}"), "-q", *flags)
+        start_emulator(pki, tmp_path / f"emulator-{i}", "-q", *flags)
         for i, flags in enumerate([["--response-delay", "3"], []])
     ]
     proxy = start_proxy_for(

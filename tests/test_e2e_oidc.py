@@ -4,7 +4,6 @@ and Basic users, against a real local issuer over HTTPS (tests/support/oidc_issu
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,9 +13,8 @@ import pytest
 from tests.support.configs import write_yaml
 from tests.support.harness import Emulator, start_proxy_for
 from tests.support.oidc_issuer import AUDIENCE, OidcIssuer, serving
-from tests.support.processes import KUBECTL
-
-from .test_tokens import CSV, TOKEN, token_kubeconfig
+from tests.support.processes import kubectl
+from tests.support.users import TOKEN, TOKENS_CSV
 
 
 @pytest.fixture
@@ -25,15 +23,10 @@ def issuer(tmp_path: Path) -> Iterator[OidcIssuer]:
         yield running
 
 
-def kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([KUBECTL, "--kubeconfig", str(kubeconfig), *args],
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
-
-
 def test_id_tokens_end_to_end_with_kubectl(
     pki: Path, emulator: Emulator, issuer: OidcIssuer, tmp_path: Path
 ) -> None:
-    (tmp_path / "tokens.csv").write_text(CSV)
+    (tmp_path / "tokens.csv").write_text(TOKENS_CSV)
     write_yaml(tmp_path / "oidc-users.yaml", {"users": {"oidc:alice": {"groups": ["on-call"]}}})
     flows = tmp_path / "flows.mitm"
     before = len(emulator.requests())
@@ -56,19 +49,19 @@ def test_id_tokens_end_to_end_with_kubectl(
         "hs256": (issuer.hs256_with_public_key(), "signing algorithm HS256 not allowed"),
     }
     try:
-        result = kubectl(token_kubeconfig(tmp_path / "good", proxy.port, pki, good),
+        result = kubectl(proxy.kubeconfig_with({"token": good}, "good"),
                          "auth", "whoami", "-o", "json")  # fmt: skip
         assert result.returncode == 0, result.stderr
         info = json.loads(result.stdout)["status"]["userInfo"]
         assert info == {"username": "oidc:alice", "groups": [
             "oidc:devs", "oidc:ops", "on-call", "system:authenticated"]}  # fmt: skip
         # The token file still answers for its tokens, before OIDC is asked.
-        result = kubectl(token_kubeconfig(tmp_path / "static", proxy.port, pki, TOKEN),
+        result = kubectl(proxy.kubeconfig_with({"token": TOKEN}, "static"),
                          "auth", "whoami", "-o", "json")  # fmt: skip
         assert json.loads(result.stdout)["status"]["userInfo"]["username"] == "ci-bot"
         for name, (token, _) in bad.items():
-            result = kubectl(token_kubeconfig(tmp_path / name.replace(" ", "-"), proxy.port,
-                                              pki, token), "get", "pods")  # fmt: skip
+            kubeconfig = proxy.kubeconfig_with({"token": token}, name.replace(" ", "-"))
+            result = kubectl(kubeconfig, "get", "pods")
             assert result.returncode == 1, name
             assert "You must be logged in to the server" in result.stderr, name
     finally:

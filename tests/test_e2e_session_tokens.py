@@ -20,15 +20,15 @@ from typing import Any
 
 import pytest
 
+from tests.support.api_paths import EXEC
 from tests.support.configs import htpasswd_add, read_json_lines
 from tests.support.harness import Emulator, Proxy, start_proxy_for
 from tests.support.processes import BIN, KUBECTL
 from tests.support.redis_server import RedisServer
+from tests.support.terminal import Terminal
+from tests.support.upgrades import REMOTE_COMMAND_ENV, upgrade_records
 from tests.support.users import ALICE_PASSWORD, basic_header
 from tests.support.waiting import wait_until
-
-from . import test_e2e_tty as tty
-from .test_e2e_upgrades import EXEC, REMOTE_COMMAND_ENV, upgrade_records
 
 PLUGIN = str(BIN / "kube-front-proxy-login")
 TIMEOUT = 60
@@ -329,7 +329,7 @@ def test_a_new_password_voids_the_token_and_kubectl_logs_in_with_it(
 # -- the password on a terminal -------------------------------------------------------------------
 
 
-class Terminal(tty.Terminal):
+class Terminal(Terminal):
     """kubectl with a pty as its controlling terminal (stdin, stdout and stderr), as in a
     shell; the test types on the master side."""
 

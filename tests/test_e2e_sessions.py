@@ -31,16 +31,13 @@ from asciinema import asciicast
 from mitmproxy import http, io, tcp
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.api_paths import EXEC
 from tests.support.configs import proxy_config, write_yaml
 from tests.support.harness import Emulator, Proxy, start_proxy_for
 from tests.support.measure import PeakRss
 from tests.support.processes import BIN, KUBECTL, REPO, Process, free_port
-from tests.support.users import write_users
-from tests.support.waiting import wait_until
-
-from .test_e2e_tty import COLS, ROWS, Terminal
-from .test_e2e_upgrades import (
-    EXEC,
+from tests.support.terminal import COLS, ROWS, Terminal
+from tests.support.upgrades import (
     PORT_FORWARD_ENV,
     REMOTE_COMMAND_ENV,
     kubectl,
@@ -48,6 +45,8 @@ from .test_e2e_upgrades import (
     talk,
     upgrade_records,
 )
+from tests.support.users import write_users
+from tests.support.waiting import wait_until
 
 PROTOCOLS = sorted(REMOTE_COMMAND_ENV)
 SUBPROTOCOL = {"websocket": "v5.channel.k8s.io", "spdy": "v4.channel.k8s.io"}

@@ -5,26 +5,14 @@ from __future__ import annotations
 import json
 import re
 import socket
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.support.configs import proxy_config, write_yaml
 from tests.support.harness import Emulator, start_proxy, start_proxy_for
-from tests.support.processes import REPO, free_port
+from tests.support.processes import REPO, free_port, listening_ports
 from tests.support.users import basic_header, password_of, write_users
-
-
-def listening_ports(pid: int, protocol: str = "t") -> set[int]:
-    """TCP (or with protocol "u", UDP) ports a process listens on, read from `ss`."""
-    out = subprocess.run(["ss", f"-H{protocol}lnp"], capture_output=True, text=True,
-                         check=True).stdout  # fmt: skip
-    ports = set()
-    for line in out.splitlines():
-        if f"pid={pid}," in line:
-            ports.add(int(line.split()[3].rsplit(":", 1)[1]))
-    return ports
 
 
 def test_only_the_configured_listener_serves(pki: Path, emulator: Emulator, tmp_path: Path) -> None:

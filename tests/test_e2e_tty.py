@@ -15,34 +15,23 @@ The emulator runs in-process so that the test can see the sizes its pretend cont
 
 from __future__ import annotations
 
-import fcntl
-import os
-import pty
-import select
-import signal
-import struct
-import subprocess
-import termios
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.emulator import EmulatorConfig, EmulatorServer
+from tests.emulator import EmulatorServer
 from tests.emulator.api import API
 from tests.emulator.container import Container
+from tests.support.api_paths import EXEC
+from tests.support.emulator_pki import kubeadm_config
 from tests.support.harness import Proxy, start_proxy_for
-from tests.support.processes import KUBECTL
+from tests.support.terminal import COLS, ROWS, Terminal
+from tests.support.upgrades import PROTOCOLS, REMOTE_COMMAND_ENV, TIMEOUT, assert_upgrade_as_alice
 from tests.support.waiting import wait_until
 
-from .test_e2e_upgrades import EXEC, REMOTE_COMMAND_ENV, assert_upgrade_as_alice
-
-PROTOCOLS = sorted(REMOTE_COMMAND_ENV)
 SUBPROTOCOL = {"websocket": "v5.channel.k8s.io", "spdy": "v4.channel.k8s.io"}
-ROWS, COLS = 40, 100
-TIMEOUT = 15.0
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +41,7 @@ def api() -> API:
 
 @pytest.fixture(scope="module")
 def apiserver(pki: Path, api: API) -> Iterator[EmulatorServer]:
-    config = EmulatorConfig(
-        tls_cert_file=pki / "apiserver.crt", tls_private_key_file=pki / "apiserver.key",
-        secure_port=0, client_ca_file=pki / "ca.crt",
-        requestheader_client_ca_file=pki / "front-proxy-ca.crt",
-        requestheader_allowed_names=("front-proxy-client",),
-    )  # fmt: skip
-    with EmulatorServer(config, api=api) as server:
+    with EmulatorServer(kubeadm_config(pki), api=api) as server:
         yield server
 
 
@@ -78,65 +61,6 @@ def nginx(api: API) -> Container:
     container = api.container(api.pods[0])
     container.resizes.clear()
     return container
-
-
-class Terminal:
-    """kubectl on the slave side of a fresh pty of ROWS x COLS; the test holds the master."""
-
-    def __init__(self, proxy: Proxy, env: dict[str, str], *command: str) -> None:
-        self.master, slave = pty.openpty()
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
-        self.proc = subprocess.Popen(
-            [KUBECTL, "--kubeconfig", str(proxy.kubeconfig("alice")),
-             "exec", "-it", "nginx-1", "--", *command],
-            stdin=slave, stdout=slave, stderr=subprocess.PIPE,
-            env={**os.environ, **env}, start_new_session=True,
-        )  # fmt: skip
-        os.close(slave)
-        self.output = b""
-
-    def wait_for_raw_mode(self) -> None:
-        """Until kubectl has switched echo and line editing off (what it does before it dials):
-        typed earlier, the keys would be echoed and edited by this side's line discipline."""
-
-        def raw() -> bool:
-            assert self.proc.poll() is None, self.proc.communicate()
-            return not termios.tcgetattr(self.master)[3] & (termios.ICANON | termios.ECHO)
-
-        wait_until(raw, TIMEOUT, "kubectl never put the terminal in raw mode", interval=0.02)
-
-    def resize(self, rows: int, cols: int) -> None:
-        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-        self.proc.send_signal(signal.SIGWINCH)
-
-    def type(self, keys: bytes) -> None:
-        os.write(self.master, keys)
-
-    def read_until(self, expected: bytes) -> None:
-        deadline = time.monotonic() + TIMEOUT
-        while expected not in self.output:
-            left = deadline - time.monotonic()
-            ready, _, _ = select.select([self.master], [], [], max(left, 0))
-            assert ready, f"waited for {expected!r}, have {self.output!r}"
-            self.output += os.read(self.master, 65536)
-
-    def finish(self) -> tuple[int, bytes, bytes]:
-        """kubectl's exit code, everything it wrote to the terminal, and its stderr."""
-        try:
-            _, stderr = self.proc.communicate(timeout=TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            raise
-        while select.select([self.master], [], [], 0)[0]:
-            try:
-                chunk = os.read(self.master, 65536)
-            except OSError:  # EIO: the slave side is closed and drained
-                break
-            if not chunk:
-                break
-            self.output += chunk
-        os.close(self.master)
-        return self.proc.returncode, self.output, stderr
 
 
 def tty_record(server: EmulatorServer, before: int) -> dict[str, Any]:

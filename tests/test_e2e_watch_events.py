@@ -22,10 +22,9 @@ from typing import Any
 import pytest
 
 from tests.support.harness import Emulator, Proxy, start_emulator, start_proxy_for
+from tests.support.kubectl_http import CLIENT_ENV, VERSION, assert_identity
 from tests.support.processes import KUBECTL
-
-from .test_emulator_watch_events import resource_version, sent_at
-from .test_matrix import CLIENT_ENV, VERSION, assert_identity
+from tests.support.watch_events import resource_version, sent_at
 
 INTERVAL = 0.5
 EVENTS = 4

@@ -15,13 +15,10 @@ from h2.errors import ErrorCodes
 
 from tests.emulator import EmulatorConfig, EmulatorServer, http2
 from tests.emulator.api import Request
-from tests.support.emulator_pki import kubeadm_config
+from tests.support.api_paths import PODS, SSR
+from tests.support.emulator_pki import ALICE_HEADERS, front_proxy_context, kubeadm_config
 from tests.support.http1 import raw_request
 from tests.support.http2 import H2Client
-
-from .test_emulator_http2 import ALICE, PODS, proxy_context
-
-REVIEW = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
 
 
 def connection_closed(client: H2Client, timeout: float) -> float:
@@ -34,9 +31,9 @@ def connection_closed(client: H2Client, timeout: float) -> float:
 
 def test_a_401_over_http2_comes_after_a_goaway_and_is_answered(pki: Path) -> None:
     with EmulatorServer(kubeadm_config(pki)) as server:
-        client = H2Client(server.port, proxy_context(pki))
+        client = H2Client(server.port, front_proxy_context(pki))
         try:
-            first = client.request("GET", PODS, ALICE)
+            first = client.request("GET", PODS, ALICE_HEADERS)
             assert client.response(first).status == 200
             refused = client.request("GET", PODS)  # a front-proxy certificate, but no user
             response = client.response(refused)
@@ -73,15 +70,15 @@ def test_an_anonymous_http2_request_gets_goaway_too(pki: Path) -> None:
 
 def test_goaway_chance_answers_the_streams_it_took_and_ignores_later_ones(pki: Path) -> None:
     with EmulatorServer(kubeadm_config(pki, goaway_chance=0.02)) as server:
-        client = H2Client(server.port, proxy_context(pki))
+        client = H2Client(server.port, front_proxy_context(pki))
         try:
             streams: list[int] = []
             while client.goaway is None and len(streams) < 2000:
-                streams.append(client.request("GET", PODS, ALICE))
+                streams.append(client.request("GET", PODS, ALICE_HEADERS))
                 client.response(streams[-1])
             assert client.goaway == ErrorCodes.NO_ERROR, "no GOAWAY in 2000 requests at 2%"
             assert client.goaway_last_stream == streams[-1]
-            late = client.request("GET", PODS, ALICE)  # above the last stream id: ignored
+            late = client.request("GET", PODS, ALICE_HEADERS)  # above the last stream id: ignored
             assert client.response(streams[-1]).status == 200
             connection_closed(client, 5)
         finally:
@@ -98,9 +95,9 @@ def test_goaway_chance_is_validated_as_kube_apiserver_does(pki: Path, chance: fl
 
 def test_idle_http2_connection_gets_goaway(pki: Path) -> None:
     with EmulatorServer(kubeadm_config(pki, idle_timeout=0.5)) as server:
-        client = H2Client(server.port, proxy_context(pki))
+        client = H2Client(server.port, front_proxy_context(pki))
         try:
-            stream = client.request("GET", PODS, ALICE)
+            stream = client.request("GET", PODS, ALICE_HEADERS)
             assert client.response(stream).status == 200
             client.wait(lambda: client.goaway is not None, 5)
             assert (client.goaway, client.goaway_last_stream) == (ErrorCodes.NO_ERROR, stream)
@@ -109,12 +106,12 @@ def test_idle_http2_connection_gets_goaway(pki: Path) -> None:
 
 
 def test_idle_http11_connection_is_closed(pki: Path) -> None:
-    context = proxy_context(pki)
+    context = front_proxy_context(pki)
     context.set_alpn_protocols(["http/1.1"])
     with EmulatorServer(kubeadm_config(pki, idle_timeout=0.5)) as server:
         conn = http.client.HTTPSConnection(server.host, server.port, context=context, timeout=10)
         try:
-            conn.request("GET", PODS, headers=dict(ALICE[:2]))
+            conn.request("GET", PODS, headers=dict(ALICE_HEADERS[:2]))
             assert conn.getresponse().read()
             start = time.monotonic()
             assert conn.sock is not None
@@ -132,22 +129,22 @@ def slow_server(pki: Path, **overrides: object) -> EmulatorServer:
 def test_graceful_shutdown_finishes_what_it_took_then_closes(pki: Path) -> None:
     server = slow_server(pki, request_timeout=5.0)
     server.start()
-    client = H2Client(server.port, proxy_context(pki))
+    client = H2Client(server.port, front_proxy_context(pki))
     try:
-        in_flight = [client.request("GET", PODS, ALICE) for _ in range(3)]
+        in_flight = [client.request("GET", PODS, ALICE_HEADERS) for _ in range(3)]
         client.wait(lambda: len(server.records()) == 3, 5)
         stopper = threading.Thread(target=server.shutdown)
         stopper.start()
         client.wait(lambda: client.goaway is not None, 5)
         assert (client.goaway, client.goaway_last_stream) == (ErrorCodes.NO_ERROR, in_flight[-1])
-        late = client.request("GET", PODS, ALICE)
+        late = client.request("GET", PODS, ALICE_HEADERS)
         assert [client.response(s).status for s in in_flight] == [200, 200, 200]
         connection_closed(client, 5)
         stopper.join(10)
         assert not stopper.is_alive()
         assert client.responses[late].headers == []
         with pytest.raises(ConnectionRefusedError):
-            raw_request(server.host, server.port, proxy_context(pki), "GET", "/readyz", [])
+            raw_request(server.host, server.port, front_proxy_context(pki), "GET", "/readyz", [])
     finally:
         client.close()
         server.stop()
@@ -158,17 +155,17 @@ def test_graceful_shutdown_fails_readyz_first_and_closes_kept_connections_after_
 ) -> None:
     server = EmulatorServer(kubeadm_config(pki, shutdown_delay_duration=1.0))
     server.start()
-    context = proxy_context(pki)
+    context = front_proxy_context(pki)
     context.set_alpn_protocols(["http/1.1"])
     conn = http.client.HTTPSConnection(server.host, server.port, context=context, timeout=10)
-    headers = dict(ALICE[:2])
+    headers = dict(ALICE_HEADERS[:2])
     try:
         conn.request("GET", PODS, headers=headers)
         assert conn.getresponse().read()
         stopper = threading.Thread(target=server.shutdown)
         stopper.start()
         status, _, body = raw_request(
-            server.host, server.port, context, "GET", "/readyz?verbose", ALICE[:2]
+            server.host, server.port, context, "GET", "/readyz?verbose", ALICE_HEADERS[:2]
         )
         assert status == 500 and b"[-]shutdown failed" in body
         conn.request("GET", PODS, headers=headers)  # within the delay: served normally
@@ -187,7 +184,7 @@ def test_graceful_shutdown_fails_readyz_first_and_closes_kept_connections_after_
     ("target", "status"),
     [
         (PODS, 503),
-        (REVIEW, 503),
+        (SSR, 503),
         (f"{PODS}?watch=true", 403),  # long-running: on to authentication (anonymous here)
         ("/readyz", 500),  # exempt, and failing
         ("/livez", 200),
@@ -203,8 +200,8 @@ def test_requests_that_arrive_while_shutting_down_get_503_retry_after(
     try:
         server._shutdown_initiated.set()
         server._not_accepting.set()
-        method = "POST" if target == REVIEW else "GET"
-        response = server.handle(Request(method, target, "HTTP/2.0", ALICE))
+        method = "POST" if target == SSR else "GET"
+        response = server.handle(Request(method, target, "HTTP/2.0", ALICE_HEADERS))
     finally:
         server.stop()
     assert response.status == status

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import json
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -16,20 +15,10 @@ from h2.errors import ErrorCodes
 
 from tests.emulator import EmulatorServer, http2
 from tests.emulator.api import API, CHATTY_LINE, FakePod
-from tests.support.emulator_pki import kubeadm_config
+from tests.support.api_paths import PODS
+from tests.support.emulator_pki import ALICE_HEADERS, front_proxy_context, kubeadm_config
 from tests.support.http2 import H2Client
 from tests.support.waiting import wait_until
-
-ALICE = [("x-remote-user", "alice"), ("x-remote-group", "system:masters"),
-         ("x-remote-group", "devs"), ("x-remote-extra-scopes", "view")]  # fmt: skip
-PODS = "/api/v1/namespaces/default/pods"
-
-
-def proxy_context(pki: Path) -> ssl.SSLContext:
-    """What the front proxy presents: the cluster CA and its front-proxy client certificate."""
-    context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
-    context.load_cert_chain(pki / "front-proxy-client.crt", pki / "front-proxy-client.key")
-    return context
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +29,7 @@ def server(pki: Path) -> Iterator[EmulatorServer]:
 
 @pytest.fixture
 def client(server: EmulatorServer, pki: Path) -> Iterator[H2Client]:
-    c = H2Client(server.port, proxy_context(pki))
+    c = H2Client(server.port, front_proxy_context(pki))
     yield c
     c.close()
 
@@ -62,7 +51,7 @@ def test_alpn_offers_h2_first_unless_disabled(
     pki: Path, offered: list[str], disable_http2: bool, selected: str
 ) -> None:
     with EmulatorServer(kubeadm_config(pki, disable_http2=disable_http2)) as server:
-        context = proxy_context(pki)
+        context = front_proxy_context(pki)
         context.set_alpn_protocols(offered)
         with (
             socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw,
@@ -76,7 +65,7 @@ def test_a_stream_goes_through_front_proxy_authentication(
 ) -> None:
     before = len(server.records())
     body = b'{"kind":"SelfSubjectReview","apiVersion":"authentication.k8s.io/v1"}'
-    sent = [("content-type", "application/json"), *ALICE, ("x-remote-group", "devs")]
+    sent = [("content-type", "application/json"), *ALICE_HEADERS, ("x-remote-group", "devs")]
     stream = client.request("POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews", sent, body)
     response = client.response(stream)
     assert response.status == 201
@@ -105,7 +94,7 @@ def test_request_trailers_are_logged_and_not_identity(
     before = len(server.records())
     trailers = [("x-remote-user", "admin"), ("authorization", "Bearer t")]
     stream = client.request("POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews",
-                            [("content-type", "application/json"), *ALICE], b"{}",
+                            [("content-type", "application/json"), *ALICE_HEADERS], b"{}",
                             trailers=trailers)  # fmt: skip
     assert client.response(stream).status == 201
     [record] = server.records()[before:]
@@ -119,7 +108,7 @@ def test_many_concurrent_streams_share_one_connection(
 ) -> None:
     before = len(server.records())
     n = http2.MAX_CONCURRENT_STREAMS  # all the server allows at once
-    streams = [client.request("GET", f"{PODS}/nginx-{1 + i % 2}", ALICE) for i in range(n)]
+    streams = [client.request("GET", f"{PODS}/nginx-{1 + i % 2}", ALICE_HEADERS) for i in range(n)]
     responses = [client.response(s) for s in streams]
     assert [r.status for r in responses] == [200] * n
     names = [json.loads(r.data)["metadata"]["name"] for r in responses]
@@ -137,9 +126,9 @@ def test_a_40_mb_list_streams_within_the_clients_flow_control_windows(pki: Path)
         for i in range(30_000)
     ]
     with EmulatorServer(kubeadm_config(pki), api=API(pods=pods)) as server:
-        client = H2Client(server.port, proxy_context(pki))
+        client = H2Client(server.port, front_proxy_context(pki))
         try:
-            response = client.response(client.request("GET", PODS, ALICE), timeout=60)
+            response = client.response(client.request("GET", PODS, ALICE_HEADERS), timeout=60)
         finally:
             client.close()
     assert response.status == 200
@@ -151,9 +140,9 @@ def test_a_40_mb_list_streams_within_the_clients_flow_control_windows(pki: Path)
 
 def test_a_chatty_log_is_made_as_the_client_reads_it(pki: Path) -> None:
     with EmulatorServer(kubeadm_config(pki, chatty_log_bytes=4 * 1024 * 1024)) as server:
-        client = H2Client(server.port, proxy_context(pki), initial_window=0)
+        client = H2Client(server.port, front_proxy_context(pki), initial_window=0)
         try:
-            stream = client.request("GET", f"{PODS}/nginx-1/log", ALICE)
+            stream = client.request("GET", f"{PODS}/nginx-1/log", ALICE_HEADERS)
             client.wait(lambda: bool(client.responses[stream].headers))
             opened = time.time_ns()
             client.open_window(stream, 1024 * 1024)
@@ -171,8 +160,8 @@ def test_a_chatty_log_is_made_as_the_client_reads_it(pki: Path) -> None:
 def test_watch_and_followed_logs_arrive_as_data_frames_until_the_client_resets(
     server: EmulatorServer, client: H2Client
 ) -> None:
-    watch = client.request("GET", f"{PODS}?watch=true", ALICE)
-    logs = client.request("GET", f"{PODS}/nginx-1/log?follow=true", ALICE)
+    watch = client.request("GET", f"{PODS}?watch=true", ALICE_HEADERS)
+    logs = client.request("GET", f"{PODS}/nginx-1/log?follow=true", ALICE_HEADERS)
     client.wait(lambda: client.responses[watch].data.count(b"\n") == 2, timeout=10)
     client.wait(lambda: client.responses[logs].data.endswith(b"nginx-1 ready\n"), timeout=10)
     events = [json.loads(line) for line in client.responses[watch].data.splitlines()]
@@ -190,11 +179,13 @@ def test_watch_and_followed_logs_arrive_as_data_frames_until_the_client_resets(
     client.reset(logs)
     wait_until(lambda: not names & set(stream_threads()), 5, "the stream handlers live on")
     # The connection itself carries on.
-    assert client.response(client.request("GET", "/version", ALICE)).status == 200
+    assert client.response(client.request("GET", "/version", ALICE_HEADERS)).status == 200
 
 
 def test_a_watch_with_a_timeout_ends_its_stream(server: EmulatorServer, client: H2Client) -> None:
-    response = client.response(client.request("GET", f"{PODS}?watch=true&timeoutSeconds=1", ALICE))
+    response = client.response(
+        client.request("GET", f"{PODS}?watch=true&timeoutSeconds=1", ALICE_HEADERS)
+    )
     assert response.ended
     assert response.data.count(b'"type":"ADDED"') == 2
 
@@ -217,7 +208,7 @@ def test_malformed_requests_are_stream_errors_like_go(
     assert response.reset == ErrorCodes.PROTOCOL_ERROR
     assert client.goaway is None
     assert server.records()[before:] == []
-    assert client.response(client.request("GET", "/version", ALICE)).status == 200
+    assert client.response(client.request("GET", "/version", ALICE_HEADERS)).status == 200
 
 
 def test_exec_over_h2_is_refused_as_not_an_upgrade(
@@ -227,7 +218,9 @@ def test_exec_over_h2_is_refused_as_not_an_upgrade(
     # Upgrade the subresource answers 400, as kube-apiserver does over HTTP/2.
     target = f"{PODS}/nginx-1/exec?command=true&stdout=true"
     response = client.response(
-        client.request("GET", target, [*ALICE, ("sec-websocket-protocol", "v5.channel.k8s.io")])
+        client.request(
+            "GET", target, [*ALICE_HEADERS, ("sec-websocket-protocol", "v5.channel.k8s.io")]
+        )
     )
     assert response.status == 400
     body = json.loads(response.data)

@@ -9,13 +9,11 @@ bodies are written out byte for byte: `responsewriters.Forbidden` + ABAC's reaso
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.emulator import EmulatorServer, build_authorization
 from tests.emulator.__main__ import config_from_args, parse_args
@@ -23,9 +21,11 @@ from tests.emulator.abac import PolicyList, PolicySpec, parse_policy
 from tests.emulator.authz import AlwaysAllow, Attributes, Decision
 from tests.emulator.impersonation import impersonate, impersonated_user
 from tests.emulator.requestheader import UserInfo
+from tests.support.api_paths import PODS, SSR
+from tests.support.configs import write_kubeconfig
 from tests.support.emulator_pki import EmulatorPKI, kubeadm_config, request
 from tests.support.http1 import H1Response
-from tests.support.processes import KUBECTL
+from tests.support.processes import KUBECTL, kubectl
 
 PROXY_SA = "system:serviceaccount:kube-system:kube-front-proxy"
 TOKENS = f"""proxy-token,{PROXY_SA},sa-uid
@@ -41,8 +41,6 @@ POLICY: list[dict[str, object]] = [
     {"user": "*", "resource": "selfsubjectreviews", "apiGroup": "authentication.k8s.io"},
     {"user": "*", "nonResourcePath": "*", "readonly": True},
 ]
-PODS = "/api/v1/namespaces/default/pods"
-SSR = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
 
 
 def write_policy(path: Path, specs: list[dict[str, object]]) -> Path:
@@ -460,19 +458,11 @@ def test_impersonating_anonymous_adds_unauthenticated() -> None:
 def kubectl_as(
     server: EmulatorServer, pki: EmulatorPKI, workdir: Path, token: str, *args: str
 ) -> subprocess.CompletedProcess[str]:
-    config = workdir / f"kubeconfig-{token}"
-    config.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "emulator",
-        "clusters": [{"name": "emulator", "cluster": {
-            "server": server.url, "certificate-authority": str(pki.path("ca.crt"))}}],
-        "users": [{"name": "u", "user": {"token": token}}],
-        "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "u"}}],
-    }))  # fmt: skip
-    env = {**os.environ, "HOME": str(workdir), "KUBECONFIG": str(config)}
-    return subprocess.run(
-        [KUBECTL, "--kubeconfig", str(config), "--cache-dir", str(workdir / "cache"), *args],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, env=env,
-    )  # fmt: skip
+    config = write_kubeconfig(
+        workdir / f"kubeconfig-{token}", server.url, pki.path("ca.crt"), {"token": token}
+    )
+    env = {"HOME": str(workdir), "KUBECONFIG": str(config)}
+    return kubectl(config, "--cache-dir", str(workdir / "cache"), *args, env=env)
 
 
 @pytest.mark.skipif(not Path(KUBECTL).exists(), reason="kubectl not installed")

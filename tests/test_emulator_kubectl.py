@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.emulator import EmulatorServer
 from tests.support.certificates import issue
+from tests.support.configs import write_kubeconfig
 from tests.support.emulator_pki import EmulatorPKI
+from tests.support.processes import kubectl as run_kubectl
 
 KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
 
@@ -31,26 +31,18 @@ def kubeconfig(
     crt, key = emulator_pki.write(
         issue(emulator_pki.cluster_ca, "jane", organizations=["devs", "system:masters"]), "jane"
     )
-    path = workdir / "kubeconfig"
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "emulator",
-        "clusters": [{"name": "emulator", "cluster": {
-            "server": emulator_server.url,
-            "certificate-authority": str(emulator_pki.path("ca.crt"))}}],
-        "users": [{"name": "jane", "user": {
-            "client-certificate": str(crt), "client-key": str(key)}}],
-        "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "jane"}}],
-    }))  # fmt: skip
-    return path
+    return write_kubeconfig(
+        workdir / "kubeconfig",
+        emulator_server.url,
+        emulator_pki.path("ca.crt"),
+        {"client-certificate": str(crt), "client-key": str(key)},
+    )
 
 
 def kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
     home = kubeconfig.parent
-    env = {**os.environ, "HOME": str(home), "KUBECONFIG": str(kubeconfig)}
-    return subprocess.run(
-        [KUBECTL, "--kubeconfig", str(kubeconfig), "--cache-dir", str(home / "cache"), *args],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, env=env,
-    )  # fmt: skip
+    env = {"HOME": str(home), "KUBECONFIG": str(kubeconfig)}
+    return run_kubectl(kubeconfig, "--cache-dir", str(home / "cache"), *args, env=env)
 
 
 def test_kubectl_get_pods(kubeconfig: Path, emulator_server: EmulatorServer) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.emulator import EmulatorServer, load_request_log
+from tests.support.api_paths import SSR
 from tests.support.certificates import custom_cert, issue
 from tests.support.emulator_pki import (
     FRONT_PROXY_CN,
@@ -29,7 +30,6 @@ UNAUTHORIZED_BODY = (
     b'{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
     b'"message":"Unauthorized","reason":"Unauthorized","code":401}\n'
 )
-SSR = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
 
 
 @pytest.fixture(scope="module")

@@ -21,11 +21,11 @@ import pytest
 
 from tests.emulator import EmulatorServer
 from tests.emulator.api import SENT_AT_ANNOTATION
-from tests.support.emulator_pki import kubeadm_config
+from tests.support.api_paths import PODS
+from tests.support.emulator_pki import ALICE_HEADERS, front_proxy_context, kubeadm_config
 from tests.support.http2 import H2Client
 from tests.support.waiting import wait_until
-
-from .test_emulator_http2 import ALICE, PODS, proxy_context
+from tests.support.watch_events import resource_version, sent_at
 
 INTERVAL = 0.3
 # Long enough that a handler still sleeping through it would be caught (see the disconnect test).
@@ -131,10 +131,10 @@ class H2Watch:
 
 def open_watch(kind: str, server: EmulatorServer, pki: Path, target: str,
                accept: str | None = None) -> WatchClient:  # fmt: skip
-    headers = [*ALICE, *([("accept", accept)] if accept else [])]
+    headers = [*ALICE_HEADERS, *([("accept", accept)] if accept else [])]
     if kind == "h1":
-        return H1Watch(server, proxy_context(pki), target, headers)
-    return H2Watch(server, proxy_context(pki), target, headers, reset=kind != "h2-close")
+        return H1Watch(server, front_proxy_context(pki), target, headers)
+    return H2Watch(server, front_proxy_context(pki), target, headers, reset=kind != "h2-close")
 
 
 def events_until_end(watch: WatchClient) -> list[tuple[dict[str, Any], int]]:
@@ -142,16 +142,6 @@ def events_until_end(watch: WatchClient) -> list[tuple[dict[str, Any], int]]:
     while (event := watch.next_event()) is not None:
         events.append(event)
     return events
-
-
-def sent_at(obj: dict[str, Any]) -> int:
-    metadata = obj["rows"][0]["object"]["metadata"] if obj["kind"] == "Table" else obj["metadata"]
-    return int(metadata["annotations"][SENT_AT_ANNOTATION])
-
-
-def resource_version(obj: dict[str, Any]) -> int:
-    metadata = obj["rows"][0]["object"]["metadata"] if obj["kind"] == "Table" else obj["metadata"]
-    return int(metadata["resourceVersion"])
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ GOOD = basic_header("alice", password_of("alice"))
 
 
 def test_api_server_restart_mid_run(pki: Path, tmp_path: Path) -> None:
-    (tmp_path / "emulator").mkdir()
     emulator = start_emulator(pki, tmp_path / "emulator")
     port = emulator.port
     proxy = start_proxy_for(pki, tmp_path / "proxy", port)
@@ -28,7 +27,6 @@ def test_api_server_restart_mid_run(pki: Path, tmp_path: Path) -> None:
         assert headers["Content-Type"] == "application/json"
         assert status == 502
         assert json.loads(body)["reason"] == "BadGateway"
-        (tmp_path / "emulator2").mkdir()
         emulator = start_emulator(pki, tmp_path / "emulator2", "--secure-port", str(port))
         assert proxy.raw("GET", "/version", [GOOD])[0] == 200
         assert proxy.whoami()["username"] == "alice"
@@ -40,7 +38,6 @@ def test_api_server_restart_mid_run(pki: Path, tmp_path: Path) -> None:
 def test_stalled_upload_and_half_open_connections_do_not_block_others(
     pki: Path, tmp_path: Path
 ) -> None:
-    (tmp_path / "emulator").mkdir()
     emulator = start_emulator(pki, tmp_path / "emulator")
     proxy = start_proxy_for(pki, tmp_path / "proxy", emulator.port)
     context = proxy.context()

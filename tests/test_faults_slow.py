@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.harness import Emulator, Proxy, start_emulator, start_proxy_for
+from tests.support.http1 import read_response
 from tests.support.users import basic_header, password_of
 from tests.support.waiting import wait_until
-
-from .test_limits import read_response
 
 GOOD = basic_header("alice", password_of("alice"))
 

@@ -15,12 +15,12 @@ from mitmproxy import http
 from kube_front_proxy.config.errors import ConfigError
 from kube_front_proxy.config.settings import load_settings
 from kube_front_proxy.identity.service_account import PLACEHOLDER, TokenInjector
+from tests.support.api_paths import SSR
 from tests.support.configs import proxy_config, write_yaml
-from tests.support.harness import Emulator, Proxy, start_emulator, start_proxy_for
+from tests.support.harness import Emulator, start_emulator, start_proxy_for
+from tests.support.impersonation import SA, SA_TOKEN, impersonating_proxy
 from tests.support.users import ALICE, ALICE_PASSWORD, basic_header
 
-SA = "system:serviceaccount:kube-system:kube-front-proxy"
-SA_TOKEN = "sa-token-5f0c1d2e3b4a"
 V1BETA1 = {"apiVersion": "abac.authorization.kubernetes.io/v1beta1", "kind": "Policy"}
 POLICY = [
     # The proxy's service account may impersonate anyone (users, groups, uids, userextras/*).
@@ -41,7 +41,6 @@ POLICY = [
         "readonly": True,
     },
 ]
-SSR = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
 
 
 @pytest.fixture(scope="module")
@@ -57,15 +56,6 @@ def abac_emulator(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     )  # fmt: skip
     yield emulator
     emulator.process.stop()
-
-
-def impersonating_proxy(pki: Path, workdir: Path, port: int, *extra: str) -> Proxy:
-    (workdir / "sa-token").write_text(SA_TOKEN + "\n")
-    return start_proxy_for(
-        pki, workdir, port, *extra,
-        identity={"mode": "impersonate"},
-        upstream={"token_file": "sa-token", "client_cert": None, "client_key": None},
-    )  # fmt: skip
 
 
 def requests_to(emulator: Emulator, before: int, path: str) -> list[dict[str, Any]]:

@@ -6,8 +6,6 @@ k8s.io/apiserver/pkg/server/config.go); the head limit, Go's MaxHeaderBytes (431
 
 from __future__ import annotations
 
-import json
-import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -17,12 +15,13 @@ import pytest
 from kube_front_proxy.client.request_limits import body_too_large, head_too_large
 from kube_front_proxy.config.errors import ConfigError
 from kube_front_proxy.config.settings import load_settings
+from tests.support.api_paths import PODS
 from tests.support.configs import proxy_config, write_yaml
 from tests.support.harness import Emulator, Proxy
+from tests.support.http1 import read_response
 from tests.support.users import basic_header, password_of
 
 GOOD = basic_header("alice", password_of("alice"))
-PODS = "/api/v1/namespaces/default/pods"
 MIB = 1024 * 1024
 
 
@@ -73,23 +72,6 @@ def test_limits_config(tmp_path: Path, pki: Path) -> None:
     ]:
         with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
             load_settings(config_with(tmp_path, pki, **overrides))
-
-
-def read_response(sock: ssl.SSLSocket) -> tuple[int, dict[str, str], dict[str, Any]]:
-    """Read one response that ends with the connection or has a Content-Length."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, f"closed after {data!r}"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode().split("\r\n")
-    headers = {k.lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
-    while len(body) < int(headers["content-length"]):
-        chunk = sock.recv(65536)
-        assert chunk
-        body += chunk
-    return int(lines[0].split()[1]), headers, json.loads(body)
 
 
 def post_head(

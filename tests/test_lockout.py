@@ -251,7 +251,6 @@ async def test_memory_per_tracked_counter() -> None:
 
 
 def test_lockout_end_to_end(pki: Path, tmp_path: Path) -> None:
-    (tmp_path / "emulator").mkdir()
     emulator = start_emulator(pki, tmp_path / "emulator")
     proxy = start_proxy_for(
         pki, tmp_path / "proxy", emulator.port, authn={"lockout": {"per_user_and_address": 3}}

@@ -34,17 +34,14 @@ from typing import Any
 
 import pytest
 
-from tests.support.configs import write_yaml
+from tests.support.api_paths import ATTACH, EXEC, PODS, PORTFORWARD, SSR
+from tests.support.configs import write_kubeconfig
 from tests.support.harness import Emulator, Proxy, start_emulator, start_proxy_for
-from tests.support.processes import KUBECTL
-from tests.support.users import ALICE_LINES, basic_header, password_of
-from tests.support.waiting import wait_until
-
-from .test_e2e_upgrades import (
-    ATTACH,
-    EXEC,
+from tests.support.impersonation import SA, SA_TOKEN, impersonating_proxy
+from tests.support.kubectl_http import CLIENT_ENV, VERSION, assert_identity
+from tests.support.processes import KUBECTL, read_until
+from tests.support.upgrades import (
     PORT_FORWARD_ENV,
-    PORTFORWARD,
     PROTOCOLS,
     REMOTE_COMMAND_ENV,
     TIMEOUT,
@@ -54,14 +51,11 @@ from .test_e2e_upgrades import (
     talk,
     tree,
 )
-from .test_impersonation_mode import SA, SA_TOKEN, SSR, impersonating_proxy
-from .test_streaming import read_until
+from tests.support.users import basic_header, password_of
+from tests.support.waiting import wait_until
 
-PODS = "/api/v1/namespaces/default/pods"
-CLIENT_ENV = {"h2": {}, "http1": {"DISABLE_HTTP2": "1"}}
 HTTP = [(client, upstream) for client in ("h2", "http1") for upstream in ("h2", "http1")]
 HTTP_IDS = [f"kubectl-{c}-apiserver-{u}" for c, u in HTTP]
-VERSION = {"h2": "HTTP/2.0", "http1": "HTTP/1.1"}
 HTTP2_DISABLED = re.compile(
     rb"^I[\d :.]+ http\.go:\d+\] HTTP2 has been explicitly disabled\n", re.M
 )
@@ -149,14 +143,6 @@ def kubectl_stderr(cell: Cell, stderr: bytes) -> bytes:
     exactly when kubectl was told to speak HTTP/1.1."""
     assert bool(HTTP2_DISABLED.search(stderr)) == (cell.client == "http1"), stderr
     return HTTP2_DISABLED.sub(b"", stderr)
-
-
-def assert_identity(record: dict[str, Any], client_h2: bool) -> None:
-    """alice, from the proxy: lower-case names for HTTP/2 clients, else as configured."""
-    lines = [[n, v] for n, v in record["headers"] if n.lower().startswith("x-remote-")]
-    assert lines == [[n.lower() if client_h2 else n, v] for n, v in ALICE_LINES]
-    assert record["peer_cert_cn"] == "front-proxy-client"
-    assert record["authentication"]["user"]["username"] == "alice"
 
 
 @pytest.fixture(params=HTTP, ids=HTTP_IDS)
@@ -337,15 +323,13 @@ def test_kubectl_http_version_switches(
 ) -> None:
     # Straight to the h2-capable API server, anonymously (/version is open to everybody).
     emulator = stacks["h2"].emulator
-    kubeconfig = write_yaml(tmp_path / "kubeconfig", {
-        "apiVersion": "v1", "kind": "Config", "current-context": "direct",
-        "clusters": [{"name": "direct", "cluster": {
-            "server": f"https://127.0.0.1:{emulator.port}",
-            "certificate-authority": str(pki / "ca.crt")}}],
-        # Basic credentials, which kube-apiserver ignores: anonymous, and kubectl asks nothing.
-        "users": [{"name": "anonymous", "user": {"username": "nobody", "password": "x"}}],
-        "contexts": [{"name": "direct", "context": {"cluster": "direct", "user": "anonymous"}}],
-    })  # fmt: skip
+    # Basic credentials, which kube-apiserver ignores: anonymous, and kubectl asks nothing.
+    kubeconfig = write_kubeconfig(
+        tmp_path / "kubeconfig",
+        f"https://127.0.0.1:{emulator.port}",
+        pki / "ca.crt",
+        {"username": "nobody", "password": "x"},
+    )
     before = len(emulator.requests())
     result = subprocess.run(
         [KUBECTL, "--kubeconfig", str(kubeconfig), "get", "--raw", "/version"],

@@ -92,7 +92,6 @@ async def test_password_change_voids_remembered_logins(holder: Holder, tmp_path:
 
 def test_reload_end_to_end(pki: Path, tmp_path: Path) -> None:
     """Users, then a broken file, then the front-proxy client certificate, with a proxy running."""
-    (tmp_path / "emulator").mkdir()
     emulator = start_emulator(
         pki, tmp_path / "emulator", "--requestheader-allowed-names", "rotated-client"
     )

@@ -16,11 +16,9 @@ from kube_front_proxy.config.runtime import build_runtime
 from kube_front_proxy.config.settings import load_settings
 from tests.support.configs import proxy_config, write_yaml
 from tests.support.harness import Emulator, Proxy, start_proxy, start_proxy_for
-from tests.support.processes import Process
+from tests.support.processes import Process, listening_ports
 from tests.support.users import basic_header, password_of, write_users
 from tests.support.waiting import wait_until
-
-from .test_e2e_startup import listening_ports
 
 ALICE = [basic_header("alice", password_of("alice"))]
 

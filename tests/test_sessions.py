@@ -49,8 +49,7 @@ from kube_front_proxy.sessions.tracking import (
     title,
 )
 from tests.emulator import spdy
-
-EXEC = "/api/v1/namespaces/default/pods/nginx-1/exec"
+from tests.support.api_paths import EXEC
 
 
 def asciinema_read(path: Path) -> tuple[dict[str, Any], list[list[Any]]]:

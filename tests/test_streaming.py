@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import select
 import subprocess
 import time
 from pathlib import Path
@@ -13,7 +11,7 @@ from mitmproxy.test import tutils
 
 from kube_front_proxy.streaming import must_stream
 from tests.support.harness import Emulator, Proxy, start_proxy_for
-from tests.support.processes import KUBECTL
+from tests.support.processes import KUBECTL, read_until
 from tests.support.waiting import wait_until
 
 
@@ -29,23 +27,6 @@ from tests.support.waiting import wait_until
 def test_must_stream(headers: dict[str, str], expected: bool) -> None:
     response = tutils.tresp(headers=tuple((k.encode(), v.encode()) for k, v in headers.items()))
     assert must_stream(response) is expected
-
-
-def read_until(proc: subprocess.Popen[bytes], needle: bytes, timeout: float) -> bytes:
-    """What a never-ending command printed, up to needle; fails if it does not come in time."""
-    assert proc.stdout
-    seen = b""
-    deadline = time.monotonic() + timeout
-    while needle not in seen:
-        remaining = deadline - time.monotonic()
-        ready, _, _ = select.select([proc.stdout], [], [], max(remaining, 0))
-        if not ready:
-            raise AssertionError(f"{needle!r} not received within {timeout} s; got {seen!r}")
-        chunk = os.read(proc.stdout.fileno(), 65536)
-        if not chunk:
-            raise AssertionError(f"stream ended before {needle!r}; got {seen!r}")
-        seen += chunk
-    return seen
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,10 +13,8 @@ from kube_front_proxy.config.errors import ConfigError
 from kube_front_proxy.config.settings import FileRef
 from tests.support.configs import write_yaml
 from tests.support.harness import Emulator, start_proxy_for
-from tests.support.processes import KUBECTL
-
-TOKEN = "kfp-token-31b7c0e0d6a54f8f"
-CSV = f'{TOKEN},ci-bot,42,"deployers,system:masters"\nother-token,viewer,7\n'
+from tests.support.processes import kubectl
+from tests.support.users import TOKEN, TOKENS_CSV
 
 
 def ref(path: Path) -> FileRef:
@@ -25,7 +22,7 @@ def ref(path: Path) -> FileRef:
 
 
 def test_token_file(tmp_path: Path) -> None:
-    (tmp_path / "tokens.csv").write_text(CSV)
+    (tmp_path / "tokens.csv").write_text(TOKENS_CSV)
     identities = TokenFile(ref(tmp_path / "tokens.csv"), hashed=False).identities()
     ci = identities[hashlib.sha256(TOKEN.encode()).digest()]
     assert (ci.user, ci.uid, ci.groups) == ("ci-bot", "42", ("deployers", "system:masters"))
@@ -59,24 +56,13 @@ def test_token_file_errors_never_show_the_token(
 
 
 def test_token_groups_need_a_group_header(tmp_path: Path) -> None:
-    (tmp_path / "tokens.csv").write_text(CSV)
+    (tmp_path / "tokens.csv").write_text(TOKENS_CSV)
     with pytest.raises(ConfigError, match="line 1: groups cannot be sent"):
         TokenFile(ref(tmp_path / "tokens.csv"), hashed=False, can_send_groups=False)
 
 
-def token_kubeconfig(path: Path, port: int, pki: Path, token: str) -> Path:
-    return write_yaml(path, {
-        "apiVersion": "v1", "kind": "Config", "current-context": "proxy",
-        "clusters": [{"name": "proxy", "cluster": {
-            "server": f"https://127.0.0.1:{port}",
-            "certificate-authority": str(pki / "proxy-ca.crt")}}],
-        "users": [{"name": "u", "user": {"token": token}}],
-        "contexts": [{"name": "proxy", "context": {"cluster": "proxy", "user": "u"}}],
-    })  # fmt: skip
-
-
 def test_tokens_end_to_end_with_kubectl(pki: Path, emulator: Emulator, tmp_path: Path) -> None:
-    (tmp_path / "tokens.csv").write_text(CSV)
+    (tmp_path / "tokens.csv").write_text(TOKENS_CSV)
     write_yaml(tmp_path / "bot-users.yaml", {"users": {"ci-bot": {"groups": ["extra-group"]}}})
     flows = tmp_path / "flows.mitm"
     before = len(emulator.requests())
@@ -85,17 +71,15 @@ def test_tokens_end_to_end_with_kubectl(pki: Path, emulator: Emulator, tmp_path:
         authn={"tokens": "tokens.csv", "htpasswd": None, "users": "bot-users.yaml"},
     )  # fmt: skip
     try:
-        good = token_kubeconfig(tmp_path / "good", proxy.port, pki, TOKEN)
-        result = subprocess.run([KUBECTL, "--kubeconfig", str(good), "auth", "whoami", "-o",
-                                 "json"], capture_output=True, text=True, timeout=60)  # fmt: skip
+        good = proxy.kubeconfig_with({"token": TOKEN}, "good")
+        result = kubectl(good, "auth", "whoami", "-o", "json")
         assert result.returncode == 0, result.stderr
         info = json.loads(result.stdout)["status"]["userInfo"]
         assert info["username"] == "ci-bot" and info["uid"] == "42"
         assert info["groups"] == ["deployers", "system:masters", "extra-group",
                                   "system:authenticated"]  # fmt: skip
-        bad = token_kubeconfig(tmp_path / "bad", proxy.port, pki, "not-a-token")
-        result = subprocess.run([KUBECTL, "--kubeconfig", str(bad), "get", "pods"],
-                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        bad = proxy.kubeconfig_with({"token": "not-a-token"}, "bad")
+        result = kubectl(bad, "get", "pods")
         assert result.returncode == 1 and "You must be logged in to the server" in result.stderr
     finally:
         proxy.process.stop()

@@ -16,9 +16,10 @@ from kube_front_proxy.config.runtime import Runtime, build_runtime
 from kube_front_proxy.upstream.pool import LEAST_OUTSTANDING, ROUND_ROBIN, ServerPool, check_forever
 from kube_front_proxy.upstream.routing import MAX_RESENDS, Router, is_watch, may_retry
 from tests.support.configs import htpasswd_add, proxy_config, write_yaml
+from tests.support.emulator_pki import kubeadm_config
 from tests.support.waiting import wait_until_async
 
-from .emulator import EmulatorConfig, EmulatorServer
+from .emulator import EmulatorServer
 
 A, B, C = ("10.0.0.1", 6443), ("10.0.0.2", 6443), ("10.0.0.3", 6443)
 
@@ -316,17 +317,10 @@ def test_upstream_errors_name_the_key(
 
 @pytest.fixture
 def emulator_server(pki: Path, tmp_path: Path) -> Iterator[EmulatorServer]:
-    config = EmulatorConfig(
-        tls_cert_file=pki / "apiserver.crt",
-        tls_private_key_file=pki / "apiserver.key",
-        secure_port=0,
-        client_ca_file=pki / "ca.crt",
-        requestheader_client_ca_file=pki / "front-proxy-ca.crt",
-        requestheader_allowed_names=("front-proxy-client",),
-        anonymous_auth=False,
-        request_log=tmp_path / "requests.jsonl",
+    config = kubeadm_config(
+        pki, anonymous_auth=False, request_log=tmp_path / "requests.jsonl",
         not_ready_file=tmp_path / "not-ready",
-    )
+    )  # fmt: skip
     with EmulatorServer(config) as server:
         yield server
 

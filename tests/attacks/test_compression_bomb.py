@@ -15,11 +15,9 @@ from pathlib import Path
 
 from tests.support.harness import Proxy
 from tests.support.http1 import raw_request
-from tests.support.measure import PeakRss
+from tests.support.measure import PeakRss, bystander
+from tests.support.upgrades import REMOTE_COMMAND_ENV, kubectl
 from tests.support.users import basic_header, password_of
-from tests.test_e2e_upgrades import REMOTE_COMMAND_ENV, kubectl
-
-from .test_websocket_floods import bystander
 
 MiB = 1 << 20
 BOMB_PATH = "/api/v1/namespaces/default/pods/nginx-1/proxy/bomb.json"

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.api_paths import SSR
 from tests.support.harness import Emulator, Proxy, start_emulator, start_proxy_for
 from tests.support.http1 import H1Connection, H1Response
 from tests.support.http2 import H2Response
@@ -33,7 +34,6 @@ from tests.support.users import ALICE, basic_header, password_of
 SA = "system:serviceaccount:kube-system:kube-front-proxy"
 SA_TOKEN = "sa-token-framing-7c1e"
 AUTH = basic_header("alice", password_of("alice"))
-SSR = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
 LARGE = 1536 * 1024  # over mitmproxy's stream_large_bodies (1m), under max_request_body_mb (3)
 ALICE_USER = {
     "username": "alice",

@@ -21,13 +21,13 @@ import time
 import pytest
 
 from kube_front_proxy.seam import lingering_close
+from tests.support.api_paths import CONFIGMAPS
 from tests.support.harness import Proxy
 from tests.support.users import basic_header, password_of
 from tests.support.waiting import wait_until
 
 MIB = 1024 * 1024
 BODY_LIMIT = 3 * MIB  # limits.max_request_body_mb, by default
-CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
 CLOSE_WAIT = 8  # tcp_states.h: the peer has sent its FIN
 
 

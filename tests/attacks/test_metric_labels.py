@@ -40,7 +40,6 @@ def _path(rng: random.Random) -> str:
 def test_random_methods_paths_users_and_schemes_do_not_grow_metrics(
     pki: Path, tmp_path: Path
 ) -> None:
-    (tmp_path / "emulator").mkdir()
     emulator = start_emulator(pki, tmp_path / "emulator")
     metrics_port = free_port()
     proxy = start_proxy_for(

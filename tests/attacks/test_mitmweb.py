@@ -23,14 +23,14 @@ import pytest
 
 from devpki import issue, make_ca
 from tests.emulator import websocket
+from tests.support.api_paths import EXEC
 from tests.support.harness import Emulator, Proxy, start_proxy_for
 from tests.support.http1 import raw_request
 from tests.support.mitmweb import MitmwebClient
 from tests.support.processes import free_port
+from tests.support.upgrades import RawTLS
 from tests.support.users import basic_header, password_of
 from tests.support.waiting import wait_until
-
-from ..test_e2e_upgrades import EXEC, RawTLS
 
 WEB_TOKEN = "mitmweb-test-token"
 USERS_CA = make_ca("users")

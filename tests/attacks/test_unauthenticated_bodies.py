@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.api_paths import CONFIGMAPS
 from tests.support.harness import Emulator, Proxy, start_proxy_for
 from tests.support.http2 import H2Response
 from tests.support.measure import PeakRss
@@ -24,7 +25,6 @@ from tests.support.users import basic_header, password_of
 
 MIB = 1024 * 1024
 BODY = 3 * MIB  # the default body limit: the largest body the proxy accepts
-CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
 GROWTH_BOUND_MIB = 40
 
 

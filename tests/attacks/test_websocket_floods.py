@@ -21,29 +21,15 @@ from pathlib import Path
 import pytest
 
 from tests.emulator import spdy, websocket
+from tests.support.api_paths import EXEC
 from tests.support.harness import Emulator, Proxy, start_proxy_for
-from tests.support.http1 import raw_request
-from tests.support.measure import Bystander, PeakRss, cpu_seconds
+from tests.support.measure import PeakRss, bystander, cpu_seconds
+from tests.support.upgrades import REMOTE_COMMAND_ENV, RawTLS, kubectl
 from tests.support.users import basic_header, password_of
-from tests.test_e2e_upgrades import EXEC, REMOTE_COMMAND_ENV, RawTLS, kubectl
 
 MiB = 1 << 20
 LIMIT_MIB = 4  # limits.max_websocket_message_mb's default
 CLOSE = websocket.Opcode.CLOSE
-
-
-def bystander(proxy: Proxy) -> Bystander:
-    """Another user listing pods, one request after the other."""
-    context = proxy.context()
-    login = basic_header("apr1-user", password_of("apr1-user"))
-
-    def request() -> int:
-        status, _, _ = raw_request(
-            "127.0.0.1", proxy.port, context, "GET", "/api/v1/namespaces/default/pods", [login]
-        )
-        return status
-
-    return Bystander(request)
 
 
 def exec_session(proxy: Proxy, command: str = "cat") -> RawTLS:

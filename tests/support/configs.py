@@ -49,6 +49,18 @@ def write_yaml(path: Path, data: Any) -> Path:
     return path
 
 
+def write_kubeconfig(path: Path, server: str, ca: Path, user: dict[str, str]) -> Path:
+    """A kubeconfig with one cluster (server, trusted by ca) and one user entry: Basic
+    (username, password), a token, or client-certificate and client-key."""
+    return write_yaml(path, {
+        "apiVersion": "v1", "kind": "Config", "current-context": "test",
+        "clusters": [{"name": "test", "cluster": {
+            "server": server, "certificate-authority": str(ca)}}],
+        "users": [{"name": "test", "user": user}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+    })  # fmt: skip
+
+
 def read_json_lines(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []

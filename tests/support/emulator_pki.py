@@ -14,6 +14,9 @@ from tests.emulator import EmulatorConfig, EmulatorServer
 from .http1 import H1Response, raw_request
 
 FRONT_PROXY_CN = "front-proxy-client"
+# What a front proxy sends for alice, over HTTP/2.
+ALICE_HEADERS = [("x-remote-user", "alice"), ("x-remote-group", "system:masters"),
+         ("x-remote-group", "devs"), ("x-remote-extra-scopes", "view")]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -108,3 +111,10 @@ def request(
         timeout=10,
     )  # fmt: skip
     return H1Response(status, response_headers, content)
+
+
+def front_proxy_context(pki: Path) -> ssl.SSLContext:
+    """What the front proxy presents: the cluster CA and its front-proxy client certificate."""
+    context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    context.load_cert_chain(pki / "front-proxy-client.crt", pki / "front-proxy-client.key")
+    return context

@@ -4,7 +4,6 @@ started as the README says, with kubectl and raw HTTPS clients pointed at the pr
 from __future__ import annotations
 
 import json
-import os
 import socket
 import ssl
 import subprocess
@@ -13,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .configs import proxy_config, read_json_lines, write_yaml
+from .configs import proxy_config, read_json_lines, write_kubeconfig, write_yaml
 from .http1 import raw_request, tls_exchange
 from .http2 import H2Client
-from .processes import BIN, KUBECTL, REPO, Process, free_port
+from .processes import BIN, REPO, Process, free_port, kubectl
 from .users import password_of, write_users
 
 
@@ -31,6 +30,7 @@ class Emulator:
 
 
 def start_emulator(pki: Path, workdir: Path, *flags: str) -> Emulator:
+    workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / "emulator-requests.jsonl"
     process = Process(
         [sys.executable, "-m", "tests.emulator", "--secure-port", "0",
@@ -58,25 +58,18 @@ class Proxy:
     def kubeconfig(self, user: str, password: str | None = None) -> Path:
         """A kubeconfig for the proxy with Basic credentials, as `kubectl config
         set-credentials --username --password` writes them."""
-        path = self.workdir / f"kubeconfig-{user}-{password is not None}-{self.port}"
         user_entry = {"username": user, "password": password or password_of(user)}
-        write_yaml(path, {
-            "apiVersion": "v1", "kind": "Config", "current-context": "proxy",
-            "clusters": [{"name": "proxy", "cluster": {
-                "server": f"https://127.0.0.1:{self.port}",
-                "certificate-authority": str(self.pki / "proxy-ca.crt")}}],
-            "users": [{"name": "u", "user": user_entry}],
-            "contexts": [{"name": "proxy", "context": {"cluster": "proxy", "user": "u"}}],
-        })  # fmt: skip
-        return path
+        return self.kubeconfig_with(user_entry, f"{user}-{password is not None}")
+
+    def kubeconfig_with(self, user: dict[str, str], name: str) -> Path:
+        """A kubeconfig for the proxy with this user entry (a token, a client certificate)."""
+        path = self.workdir / f"kubeconfig-{name}-{self.port}"
+        return write_kubeconfig(path, f"https://127.0.0.1:{self.port}", self.pki / "proxy-ca.crt",
+                                user)  # fmt: skip
 
     def kubectl(self, *args: str, user: str = "alice", password: str | None = None,
                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
-        return subprocess.run(
-            [KUBECTL, "--kubeconfig", str(self.kubeconfig(user, password)), *args],
-            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
-        )  # fmt: skip
+        return kubectl(self.kubeconfig(user, password), *args, env=env)
 
     def whoami(self, user: str = "alice", password: str | None = None) -> dict[str, Any]:
         result = self.kubectl("auth", "whoami", "-o", "json", user=user, password=password)
@@ -144,3 +137,7 @@ def start_proxy_for(
     process = start_proxy(config, workdir / f"{tool}-{port}.out", *extra, tool=tool)
     process.wait_for(rf"reverse proxy to .* listening at 127\.0\.0\.1:{port}")
     return Proxy(process, port, config, pki, workdir)
+
+
+def watch_requests(emulator: Emulator, since: int = 0) -> list[str]:
+    return [r["path"] for r in emulator.requests()[since:] if "watch=true" in r["path"]]

@@ -4,9 +4,11 @@ connection that sends exact bytes (malformed ones included) and reads every resp
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 import ssl
 from dataclasses import dataclass, field
+from typing import Any
 
 
 def raw_request(
@@ -127,3 +129,20 @@ class H1Connection:
     def close(self) -> None:
         self.file.close()
         self.sock.close()
+
+
+def read_response(sock: ssl.SSLSocket) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """Read one response that ends with the connection or has a Content-Length."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+    while len(body) < int(headers["content-length"]):
+        chunk = sock.recv(65536)
+        assert chunk
+        body += chunk
+    return int(lines[0].split()[1]), headers, json.loads(body)

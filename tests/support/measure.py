@@ -8,6 +8,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .api_paths import PODS
+from .harness import Proxy
+from .http1 import raw_request
+from .users import basic_header, password_of
+
 
 def rss_mib(pid: int) -> float:
     """A process's resident memory (VmRSS), in MiB."""
@@ -77,3 +82,15 @@ class Bystander:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def bystander(proxy: Proxy) -> Bystander:
+    """Another user listing pods, one request after the other."""
+    context = proxy.context()
+    login = basic_header("apr1-user", password_of("apr1-user"))
+
+    def request() -> int:
+        status, _, _ = raw_request("127.0.0.1", proxy.port, context, "GET", PODS, [login])
+        return status
+
+    return Bystander(request)

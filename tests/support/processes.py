@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .waiting import wait_until
@@ -17,6 +19,45 @@ from .waiting import wait_until
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 KUBECTL = "/usr/bin/kubectl"
+
+
+def read_until(
+    source: subprocess.Popen[bytes] | int,
+    until: bytes | Callable[[bytes], object],
+    timeout: float,
+) -> bytes:
+    """What a never-ending command printed (on its stdout, or a file descriptor such as a pty's),
+    up to `until` (bytes, or a test of all read so far); fails if it does not come in time or
+    the output ends first."""
+    if isinstance(source, int):
+        fd = source
+    else:
+        assert source.stdout
+        fd = source.stdout.fileno()
+    done = until if callable(until) else lambda seen: until in seen
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while not done(seen):
+        remaining = deadline - time.monotonic()
+        ready, _, _ = select.select([fd], [], [], max(remaining, 0))
+        if not ready:
+            raise AssertionError(f"{until!r} not received within {timeout} s; got {seen!r}")
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise AssertionError(f"stream ended before {until!r}; got {seen!r}")
+        seen += chunk
+    return seen
+
+
+def kubectl(
+    kubeconfig: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run kubectl with this kubeconfig; its output as text."""
+    return subprocess.run(
+        [KUBECTL, "--kubeconfig", str(kubeconfig), *args],
+        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
 
 
 def free_port() -> int:
@@ -77,3 +118,14 @@ def running(proc: Process) -> Iterator[Process]:
         yield proc
     finally:
         proc.stop()
+
+
+def listening_ports(pid: int, protocol: str = "t") -> set[int]:
+    """TCP (or with protocol "u", UDP) ports a process listens on, read from `ss`."""
+    out = subprocess.run(["ss", f"-H{protocol}lnp"], capture_output=True, text=True,
+                         check=True).stdout  # fmt: skip
+    ports = set()
+    for line in out.splitlines():
+        if f"pid={pid}," in line:
+            ports.add(int(line.split()[3].rsplit(":", 1)[1]))
+    return ports

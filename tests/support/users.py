@@ -50,3 +50,8 @@ def write_users(directory: Path) -> None:
 def basic_header(user: str, password: str) -> tuple[str, str]:
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     return ("Authorization", f"Basic {token}")
+
+
+# A static token file (authn.tokens): ci-bot's token, and another user's.
+TOKEN = "kfp-token-31b7c0e0d6a54f8f"
+TOKENS_CSV = f'{TOKEN},ci-bot,42,"deployers,system:masters"\nother-token,viewer,7\n'
