@@ -21,8 +21,8 @@ from kube_front_proxy.authn.credentials import Credentials, MalformedCredentials
 from kube_front_proxy.authn.users import header_value_problem, load_users
 from kube_front_proxy.config.errors import ConfigError
 from kube_front_proxy.config.settings import FileRef
-from kube_front_proxy.identity.headers import HeaderNames, Identity, IdentityHeaderWriter
-from tests.emulator.requestheader import RequestHeaderAuthenticator
+from kube_front_proxy.identity.headers import Identity, IdentityHeaderWriter
+from tests.support.api_server_view import NAMES, parsed
 
 # Values a header can carry unchanged: what users.yaml accepts.
 value = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=20).filter(
@@ -39,7 +39,6 @@ identity = st.builds(
                           max_size=3),
 )  # fmt: skip
 
-NAMES = HeaderNames()
 IDENTITY_NAMES = ["X-Remote-User", "X-Remote-Group", "X-Remote-Uid", "X-Remote-Extra-scopes",
                   "X-Remote-Extra-", "X-Remote-Extra-a%2Fb", "Authorization"]  # fmt: skip
 
@@ -59,13 +58,6 @@ spoofed_header = (
 )
 other_header = st.tuples(st.sampled_from(["Accept", "User-Agent", "X-Remote", "X-Remotes-User"]),
                          value)  # fmt: skip
-
-
-def parsed(lines: list[tuple[bytes, bytes]]) -> Any:
-    authenticator = RequestHeaderAuthenticator.new(
-        NAMES.username, NAMES.uid, NAMES.group, NAMES.extra_prefixes
-    )
-    return authenticator.authenticate([(n.decode("utf-8"), v.decode("utf-8")) for n, v in lines])
 
 
 @settings(max_examples=300, deadline=None)

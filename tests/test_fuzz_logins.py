@@ -5,7 +5,6 @@ bad token, and no value, however odd, may inject or duplicate an identity header
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 from typing import Any
 
@@ -13,56 +12,24 @@ import h11
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from joserfc.jwk import RSAKey
 from mitmproxy import http
 from mitmproxy.net.http import http1
 
 from kube_front_proxy.authn.login import Rejected, checked
 from kube_front_proxy.authn.oidc import OidcAuthenticator, TokenRejected
 from kube_front_proxy.identity.headers import Identity, IdentityHeaderWriter
-
-from .test_fuzz import NAMES, parsed
-from .test_oidc import load
-
-ISSUER = "https://issuer.example"
-KEY = RSAKey.generate_key(2048, parameters={"kid": "k1"})
-any_text = st.text(max_size=12)
+from tests.support.api_server_view import NAMES, parsed
+from tests.support.configs import oidc_section
+from tests.support.token_strategies import ISSUER, KEY, tokens
 
 
 @pytest.fixture(scope="module")
 def oidc(tmp_path_factory: pytest.TempPathFactory) -> OidcAuthenticator:
     directory = tmp_path_factory.mktemp("fuzz-oidc")
     (directory / "jwks.json").write_text(json.dumps({"keys": [KEY.as_dict(private=False)]}))
-    return OidcAuthenticator(load(directory, {
+    return OidcAuthenticator(oidc_section(directory, {
         "issuer_url": ISSUER, "audiences": ["kfp"], "jwks_file": str(directory / "jwks.json"),
         "groups_claim": "groups"}))  # fmt: skip
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-json_value = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | any_text,
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(any_text, children,
-                                                                      max_size=4),
-    max_leaves=8,
-)  # fmt: skip
-claims = st.fixed_dictionaries({}, optional={
-    "iss": st.sampled_from([ISSUER, ISSUER + "/"]) | json_value,
-    "aud": st.sampled_from(["kfp", ["kfp", "x"]]) | json_value,
-    "exp": st.integers(0, 2**40) | json_value, "nbf": json_value, "sub": json_value,
-    "groups": json_value}) | json_value  # fmt: skip
-header = st.fixed_dictionaries({}, optional={
-    "alg": st.sampled_from(["RS256", "none", "HS256", "ES256"]) | json_value,
-    "kid": st.sampled_from(["k1", "k2"]) | json_value, "typ": json_value}) | json_value  # fmt: skip
-jwt_shaped = st.builds(
-    lambda h, c, sig: f"{b64(json.dumps(h).encode())}.{b64(json.dumps(c).encode())}.{b64(sig)}",
-    header,
-    claims,
-    st.binary(max_size=64),
-)
-tokens = st.one_of(st.text(max_size=80), jwt_shaped)
 
 
 @settings(max_examples=400, deadline=None,

@@ -8,19 +8,14 @@ import pytest
 
 from kube_front_proxy.authn.htpasswd import Htpasswd
 from kube_front_proxy.config.errors import ConfigError
-from kube_front_proxy.config.settings import FileRef
-from tests.support.configs import HTPASSWD_FLAGS, htpasswd_add
-
-
-def ref(path: Path) -> FileRef:
-    return FileRef(path, path.parent / "config.yaml", "authn.htpasswd")
+from tests.support.configs import HTPASSWD_FLAGS, htpasswd_add, htpasswd_ref
 
 
 @pytest.mark.parametrize("scheme", sorted(HTPASSWD_FLAGS))
 def test_every_htpasswd_scheme(tmp_path: Path, scheme: str) -> None:
     path = tmp_path / "htpasswd"
     htpasswd_add(path, "user", "s3cret pässword", scheme)
-    file = Htpasswd(ref(path))
+    file = Htpasswd(htpasswd_ref(path))
     assert file.verify("user", "s3cret pässword")
     assert not file.verify("user", "s3cret passwort")
     assert not file.verify("user", "")
@@ -32,7 +27,7 @@ def test_bcrypt_long_password_works_like_apache(tmp_path: Path) -> None:
     path = tmp_path / "htpasswd"
     password = "x" * 100
     htpasswd_add(path, "long", password, "bcrypt")
-    file = Htpasswd(ref(path))
+    file = Htpasswd(htpasswd_ref(path))
     assert file.verify("long", password)
     assert not file.verify("long", "y" * 100)
 
@@ -41,7 +36,7 @@ def test_unknown_user_is_checked_against_a_real_hash(tmp_path: Path) -> None:
     # Same work for unknown and known users: no timing oracle on user names.
     path = tmp_path / "htpasswd"
     htpasswd_add(path, "alice", "pw", "apr1")
-    file = Htpasswd(ref(path))
+    file = Htpasswd(htpasswd_ref(path))
     # The decoy's password does not let an unknown user in.
     assert not file.verify("mallory", "pw")
 
@@ -54,7 +49,7 @@ def test_plaintext_and_des_entries_are_refused(tmp_path: Path, flag: str) -> Non
     subprocess.run(["htpasswd", "-cb", flag, str(path), "weak", "pw"], check=True,
                    capture_output=True)  # fmt: skip
     with pytest.raises(ConfigError) as e:
-        Htpasswd(ref(path))
+        Htpasswd(htpasswd_ref(path))
     message = str(e.value)
     assert "authn.htpasswd" in message and str(path) in message and "'weak'" in message
     assert "pw" not in message.replace(str(path), "").replace("htpasswd", "")
@@ -62,12 +57,12 @@ def test_plaintext_and_des_entries_are_refused(tmp_path: Path, flag: str) -> Non
 
 def test_missing_and_malformed_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
-        Htpasswd(ref(tmp_path / "absent"))
+        Htpasswd(htpasswd_ref(tmp_path / "absent"))
     bad = tmp_path / "bad"
     bad.write_text("no-colon-here\n")
     with pytest.raises(ConfigError, match="not an htpasswd file"):
-        Htpasswd(ref(bad))
+        Htpasswd(htpasswd_ref(bad))
     empty = tmp_path / "empty"
     empty.write_text("")
     with pytest.raises(ConfigError, match="no users"):
-        Htpasswd(ref(empty))
+        Htpasswd(htpasswd_ref(empty))

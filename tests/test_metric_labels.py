@@ -12,10 +12,9 @@ from kube_front_proxy.authn.login import REASONS
 from kube_front_proxy.config.schema import AUTHENTICATORS
 from kube_front_proxy.observe import metric_labels
 from kube_front_proxy.observe.metrics import Metrics
+from tests.support.client_certs import chain, login
 from tests.support.processes import REPO
 from tests.support.users import basic_header
-
-from .test_client_certs import chain, login
 
 ADDON = REPO / "addon" / "kube_front_proxy"
 

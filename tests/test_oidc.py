@@ -15,14 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from kube_front_proxy.authn.oidc import OidcAuthenticator, TokenRejected, looks_like_jwt
 from kube_front_proxy.authn.oidc_config import OidcSettings
 from kube_front_proxy.config.errors import ConfigError
-from kube_front_proxy.config.settings import load_settings
 from kube_front_proxy.identity.headers import Identity
-from tests.support.configs import merge
+from tests.support.configs import merge, oidc_section
 from tests.support.oidc_issuer import AUDIENCE, OidcIssuer, serving
 
 
@@ -30,18 +28,6 @@ from tests.support.oidc_issuer import AUDIENCE, OidcIssuer, serving
 def issuer(tmp_path: Path) -> Iterator[OidcIssuer]:
     with serving(tmp_path / "issuer") as running:
         yield running
-
-
-def load(tmp_path: Path, oidc: dict[str, Any]) -> OidcSettings:
-    """authn.oidc as written in a real config.yaml (whose other files are never read here)."""
-    path = tmp_path / "config.yaml"
-    upstream = {"servers": ["https://a"], "ca": "ca", "client_cert": "c", "client_key": "k"}
-    config = {"serving": {"cert": "c", "key": "k"}, "upstream": upstream,
-              "authn": {"oidc": oidc}}  # fmt: skip
-    path.write_text(yaml.safe_dump(config))
-    settings = load_settings(path).oidc
-    assert settings is not None
-    return settings
 
 
 def settings(issuer: OidcIssuer, tmp_path: Path, **overrides: Any) -> OidcSettings:
@@ -52,7 +38,7 @@ def settings(issuer: OidcIssuer, tmp_path: Path, **overrides: Any) -> OidcSettin
         "signing_algs": ["RS256", "ES256"],
         "groups_claim": "groups",
     }
-    return load(tmp_path, merge(base, overrides))
+    return oidc_section(tmp_path, merge(base, overrides))
 
 
 def authenticator(issuer: OidcIssuer, tmp_path: Path, **overrides: Any) -> OidcAuthenticator:
@@ -383,13 +369,13 @@ def test_config_errors_name_the_key(
 ) -> None:
     base = {"issuer_url": "https://idp.example", "audiences": ["k"], "groups_claim": "groups"}
     with pytest.raises(ConfigError) as e:
-        load(tmp_path, merge(base, overrides))
+        oidc_section(tmp_path, merge(base, overrides))
     assert (e.value.file, e.value.key) == (str(tmp_path / "config.yaml"), key)
     assert message in e.value.message
 
 
 def test_defaults(tmp_path: Path) -> None:
-    s = load(tmp_path, {"issuer_url": "https://idp.example", "audiences": ["k"]})
+    s = oidc_section(tmp_path, {"issuer_url": "https://idp.example", "audiences": ["k"]})
     assert (s.username_claim, s.username_prefix) == ("sub", "https://idp.example#")
     assert (s.groups_claim, s.groups_prefix, dict(s.required_claims)) == (None, "", {})
     assert (s.signing_algs, s.refresh_min_interval, s.ca, s.jwks_file) == (
@@ -403,7 +389,9 @@ def test_defaults(tmp_path: Path) -> None:
 @pytest.mark.parametrize("key", ["ca", "jwks_file"])
 def test_unusable_files_name_the_key(tmp_path: Path, key: str) -> None:
     (tmp_path / "junk.pem").write_text("not a certificate, not JSON")
-    s = load(tmp_path, {"issuer_url": "https://idp.example", "audiences": ["k"], key: "junk.pem"})
+    s = oidc_section(
+        tmp_path, {"issuer_url": "https://idp.example", "audiences": ["k"], key: "junk.pem"}
+    )
     with pytest.raises(ConfigError) as e:
         OidcAuthenticator(s)
     assert e.value.key == f"authn.oidc.{key}"

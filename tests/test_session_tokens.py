@@ -52,13 +52,11 @@ from kube_front_proxy.config.errors import ConfigError
 from kube_front_proxy.config.runtime import Runtime, build_runtime
 from kube_front_proxy.identity.headers import HeaderNames, Identity, IdentityHeaderWriter
 from kube_front_proxy.seam.withheld_response import Withheld
-from tests.support.configs import htpasswd_add, proxy_config, write_yaml
+from tests.support.client_certs import OTHER_CA, USERS_CA
+from tests.support.configs import htpasswd_add, oidc_section, proxy_config, write_yaml
+from tests.support.token_strategies import ISSUER, KEY
+from tests.support.token_strategies import tokens as fuzz_tokens
 from tests.support.users import basic_header
-
-from .test_client_certs import OTHER_CA, USERS_CA
-from .test_fuzz_logins import ISSUER, KEY
-from .test_fuzz_logins import tokens as fuzz_tokens
-from .test_oidc import load as oidc_settings
 
 CLIENT = "192.0.2.7"
 
@@ -663,7 +661,7 @@ async def test_a_certificate_login_gets_a_token_that_ends_with_the_certificate(
 
 async def test_an_id_token_login_gets_a_token_that_ends_with_the_id_token(tmp_path: Path) -> None:
     (tmp_path / "jwks.json").write_text(json.dumps({"keys": [KEY.as_dict(private=False)]}))
-    issuer = oidc_settings(tmp_path, {"issuer_url": ISSUER, "audiences": ["kfp"],
+    issuer = oidc_section(tmp_path, {"issuer_url": ISSUER, "audiences": ["kfp"],
                                         "jwks_file": str(tmp_path / "jwks.json"),
                                         "groups_claim": "groups"})  # fmt: skip
     login = login_with(tmp_path, oidc=OidcAuthenticator(issuer))
@@ -678,7 +676,7 @@ async def test_an_id_token_login_gets_a_token_that_ends_with_the_id_token(tmp_pa
     assert used.identity == Identity(f"{ISSUER}#dana", ("g1",))
     assert used.authenticator == "session-token"
     # Another issuer configured: the token is void.
-    another = oidc_settings(tmp_path, {"issuer_url": "https://other.example", "audiences": ["kfp"],
+    another = oidc_section(tmp_path, {"issuer_url": "https://other.example", "audiences": ["kfp"],
                                         "jwks_file": str(tmp_path / "jwks.json")})  # fmt: skip
     other = login_with(tmp_path, oidc=OidcAuthenticator(another))
     refused = await other.authenticate([bearer(given.issued.token)], CLIENT)

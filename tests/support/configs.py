@@ -12,6 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
+from kube_front_proxy.authn.oidc_config import OidcSettings
+from kube_front_proxy.config.settings import FileRef, load_settings
+
 
 def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Deep-merge overrides into a copy of base; a None value deletes the key."""
@@ -87,3 +90,20 @@ def htpasswd_add(path: Path, user: str, password: str, scheme: str) -> None:
         check=True,
         capture_output=True,
     )
+
+
+def htpasswd_ref(path: Path) -> FileRef:
+    """authn.htpasswd in a config.yaml beside the file."""
+    return FileRef(path, path.parent / "config.yaml", "authn.htpasswd")
+
+
+def oidc_section(tmp_path: Path, oidc: dict[str, Any]) -> OidcSettings:
+    """authn.oidc as written in a real config.yaml (whose other files are never read here)."""
+    path = tmp_path / "config.yaml"
+    upstream = {"servers": ["https://a"], "ca": "ca", "client_cert": "c", "client_key": "k"}
+    config = {"serving": {"cert": "c", "key": "k"}, "upstream": upstream,
+              "authn": {"oidc": oidc}}  # fmt: skip
+    path.write_text(yaml.safe_dump(config))
+    settings = load_settings(path).oidc
+    assert settings is not None
+    return settings
