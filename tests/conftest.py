@@ -28,9 +28,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def emulator(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
     """The API-server emulator, one per test module."""
-    emu = start_emulator(pki, tmp_path_factory.mktemp("emulator"))
-    yield emu
-    emu.process.stop()
+    with start_emulator(pki, tmp_path_factory.mktemp("emulator")) as emu:
+        yield emu
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +37,8 @@ def proxy(
     pki: Path, emulator: Emulator, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Proxy]:
     """The proxy in front of the module's emulator, started as the README says."""
-    p = start_proxy_for(pki, tmp_path_factory.mktemp("proxy"), emulator.port)
-    yield p
-    p.process.stop()
+    with start_proxy_for(pki, tmp_path_factory.mktemp("proxy"), emulator.port) as p:
+        yield p
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +46,10 @@ def limited(
     pki: Path, emulator: Emulator, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Proxy]:
     """A proxy in front of `emulator` that takes request heads up to 8 KB."""
-    p = start_proxy_for(
-        pki, tmp_path_factory.mktemp("limited"), emulator.port,
-        limits={"max_request_header_kb": 8},
-    )  # fmt: skip
-    yield p
-    p.process.stop()
+    limits = {"max_request_header_kb": 8}
+    with start_proxy_for(pki, tmp_path_factory.mktemp("limited"), emulator.port,
+                         limits=limits) as p:  # fmt: skip
+        yield p
 
 
 @pytest.fixture(scope="session")

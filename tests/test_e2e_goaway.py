@@ -42,15 +42,11 @@ def goaway_stack(
     pki: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Emulator, Proxy]]:
     workdir = tmp_path_factory.mktemp("goaway")
-    emulator = start_emulator(pki, workdir, "-q", "--goaway-chance", "0.02")
-    try:
-        proxy = start_proxy_for(pki, workdir / "proxy", emulator.port)
-        try:
-            yield emulator, proxy
-        finally:
-            proxy.process.stop()
-    finally:
-        emulator.process.stop()
+    with (
+        start_emulator(pki, workdir, "-q", "--goaway-chance", "0.02") as emulator,
+        start_proxy_for(pki, workdir / "proxy", emulator.port) as proxy,
+    ):
+        yield emulator, proxy
 
 
 def answer(client: H2Client, stream: int) -> tuple[int, bytes]:

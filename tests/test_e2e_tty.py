@@ -50,10 +50,9 @@ def tty_proxy(
     pki: Path, apiserver: EmulatorServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Proxy]:
     # This API (tests.emulator.api.API) serves no kube-system ConfigMap: no trust check.
-    p = start_proxy_for(pki, tmp_path_factory.mktemp("proxy"), apiserver.port,
-                        upstream={"check_cluster_trust": False})  # fmt: skip
-    yield p
-    p.process.stop()
+    with start_proxy_for(pki, tmp_path_factory.mktemp("proxy"), apiserver.port,
+                         upstream={"check_cluster_trust": False}) as p:  # fmt: skip
+        yield p
 
 
 @pytest.fixture

@@ -33,15 +33,11 @@ EVENTS = 4
 @pytest.fixture(scope="module")
 def stack(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Emulator, Proxy]]:
     workdir = tmp_path_factory.mktemp("watch-events")
-    emulator = start_emulator(pki, workdir, "-q", "--watch-event-interval", str(INTERVAL))
-    try:
-        proxy = start_proxy_for(pki, workdir, emulator.port)
-        try:
-            yield emulator, proxy
-        finally:
-            proxy.process.stop()
-    finally:
-        emulator.process.stop()
+    with (
+        start_emulator(pki, workdir, "-q", "--watch-event-interval", str(INTERVAL)) as emulator,
+        start_proxy_for(pki, workdir, emulator.port) as proxy,
+    ):
+        yield emulator, proxy
 
 
 def printed_objects(

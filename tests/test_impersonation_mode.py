@@ -49,13 +49,12 @@ def abac_emulator(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     (workdir / "tokens.csv").write_text(f"{SA_TOKEN},{SA},sa-uid\n")
     lines = [json.dumps({**V1BETA1, "spec": spec}) for spec in POLICY]
     (workdir / "policy.jsonl").write_text("\n".join(lines) + "\n")
-    emulator = start_emulator(
+    with start_emulator(
         pki, workdir, "--token-auth-file", str(workdir / "tokens.csv"),
         "--authorization-mode", "ABAC", "--authorization-policy-file",
         str(workdir / "policy.jsonl"),
-    )  # fmt: skip
-    yield emulator
-    emulator.process.stop()
+    ) as emulator:  # fmt: skip
+        yield emulator
 
 
 def requests_to(emulator: Emulator, before: int, path: str) -> list[dict[str, Any]]:

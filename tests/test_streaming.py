@@ -76,15 +76,6 @@ def test_idle_timeout_is_the_configured_one(pki: Path, emulator: Emulator, tmp_p
         proxy.process.stop()
 
 
-def upstream_connections(proxy: Proxy, upstream_port: int) -> int:
-    """Established connections from the proxy process to the API server, read from `ss`."""
-    out = subprocess.run(
-        ["ss", "-Htnp", "state", "established", "dport", f"= :{upstream_port}"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    return sum(1 for line in out.splitlines() if f"pid={proxy.process.proc.pid}," in line)
-
-
 def test_a_client_that_goes_away_mid_watch_closes_the_upstream(
     proxy: Proxy, emulator: Emulator
 ) -> None:
@@ -107,12 +98,12 @@ def test_a_client_that_goes_away_mid_watch_closes_the_upstream(
     try:
         for proc in procs:
             read_until(proc, b'"name":"nginx-2"', timeout=10)
-        assert upstream_connections(proxy, emulator.port) >= 5
+        assert proxy.upstream_connections(emulator.port) >= 5
     finally:
         for proc in procs:
             proc.kill()
             proc.wait()
     wait_until(
-        lambda: upstream_connections(proxy, emulator.port) == 0, 5,
+        lambda: proxy.upstream_connections(emulator.port) == 0, 5,
         "the upstream connections stay open", interval=0.1,
     )  # fmt: skip

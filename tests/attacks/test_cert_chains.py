@@ -41,12 +41,11 @@ def cert_proxy(
 ) -> Iterator[Proxy]:
     workdir = tmp_path_factory.mktemp("cert-proxy")
     USERS_CA.write(workdir, "users-ca")
-    proxy = start_proxy_for(
+    with start_proxy_for(
         pki, workdir, emulator.port, "-w", str(workdir / "flows.mitm"),
         authn={"client_ca": "users-ca.crt"}, upstream={"check_cluster_trust": False},
-    )  # fmt: skip
-    yield proxy
-    proxy.process.stop()
+    ) as proxy:  # fmt: skip
+        yield proxy
 
 
 def present(proxy: Proxy, tmp_path: Path, chain: list[bytes], key: bytes) -> tuple[int, bytes]:

@@ -98,9 +98,8 @@ def upstream(
 ) -> Iterator[Emulator]:
     """An API server that speaks HTTP/2, or only HTTP/1.1."""
     flags = ["--disable-http2"] if request.param == "http/1.1" else []
-    emu = start_emulator(pki, tmp_path_factory.mktemp("emulator"), *flags)
-    yield emu
-    emu.process.stop()
+    with start_emulator(pki, tmp_path_factory.mktemp("emulator"), *flags) as emu:
+        yield emu
 
 
 # -- trailers ------------------------------------------------------------------------------------

@@ -34,10 +34,9 @@ def audited(
     pki: Path, emulator: Emulator, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Proxy]:
     workdir = tmp_path_factory.mktemp("forwarded")
-    proxy = start_proxy_for(pki, workdir, emulator.port,
-                            audit={"path": str(workdir / "audit.log")})  # fmt: skip
-    yield proxy
-    proxy.process.stop()
+    with start_proxy_for(pki, workdir, emulator.port,
+                         audit={"path": str(workdir / "audit.log")}) as proxy:  # fmt: skip
+        yield proxy
 
 
 def _address_headers(record: dict[str, Any]) -> list[list[str]]:

@@ -48,9 +48,10 @@ def hygiene(
     pki: Path, emulator: Emulator, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Proxy]:
     workdir = tmp_path_factory.mktemp("hygiene")
-    proxy = start_proxy_for(pki, workdir, emulator.port, upstream={"check_cluster_trust": False})
-    yield proxy
-    proxy.process.stop()
+    with start_proxy_for(
+        pki, workdir, emulator.port, upstream={"check_cluster_trust": False}
+    ) as proxy:
+        yield proxy
 
 
 def h1(proxy: Proxy, raw: bytes) -> tuple[int, dict[str, Any]]:

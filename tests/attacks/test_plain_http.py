@@ -32,12 +32,11 @@ def recorded(
 ) -> Iterator[Proxy]:
     """A proxy that saves its flows and logs at debug level, where any byte would show."""
     workdir = tmp_path_factory.mktemp("plain")
-    proxy = start_proxy_for(
+    with start_proxy_for(
         pki, workdir, emulator.port, "-w", str(workdir / "flows.mitm"),
         "--set", "termlog_verbosity=debug", upstream={"check_cluster_trust": False},
-    )  # fmt: skip
-    yield proxy
-    proxy.process.stop()
+    ) as proxy:  # fmt: skip
+        yield proxy
 
 
 def send_plain(port: int, data: bytes) -> bytes:

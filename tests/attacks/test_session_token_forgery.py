@@ -36,10 +36,9 @@ def proxy(
 ) -> Iterator[Proxy]:
     workdir = tmp_path_factory.mktemp("forgery")
     (workdir / "session-key").write_text(base64.b64encode(os.urandom(32)).decode())
-    p = start_proxy_for(pki, workdir, emulator.port,
-                        authn={"session_tokens": {"signing_key_file": "session-key"}})  # fmt: skip
-    yield p
-    p.process.stop()
+    authn = {"session_tokens": {"signing_key_file": "session-key"}}
+    with start_proxy_for(pki, workdir, emulator.port, authn=authn) as p:
+        yield p
 
 
 def mint(proxy: Proxy, authorization: tuple[str, str]) -> tuple[int, dict[str, Any]]:

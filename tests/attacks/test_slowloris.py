@@ -39,15 +39,14 @@ GOOD = basic_header("alice", password_of("alice"))
 def proxy(
     pki: Path, emulator: Emulator, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Proxy]:
-    p = start_proxy_for(
+    with start_proxy_for(
         pki, tmp_path_factory.mktemp("slowloris"), emulator.port,
         connections={"max_total": len(ATTACKERS) * PER_ADDRESS, "max_per_client": PER_ADDRESS},
         limits={"handshake_timeout_seconds": HEAD_TIMEOUT,
                 "request_header_timeout_seconds": HEAD_TIMEOUT,
                 "keepalive_timeout_seconds": KEEPALIVE},
-    )  # fmt: skip
-    yield p
-    p.process.stop()
+    ) as p:  # fmt: skip
+        yield p
 
 
 def connect(proxy: Proxy, source: str, tls: bool = True) -> socket.socket:

@@ -32,10 +32,9 @@ GROWTH_BOUND_MIB = 40
 def proxy(
     pki: Path, emulator: Emulator, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Proxy]:
-    p = start_proxy_for(pki, tmp_path_factory.mktemp("bodies"), emulator.port,
-                        "--set", "flow_detail=0")  # fmt: skip
-    yield p
-    p.process.stop()
+    with start_proxy_for(pki, tmp_path_factory.mktemp("bodies"), emulator.port,
+                         "--set", "flow_detail=0") as p:  # fmt: skip
+        yield p
 
 
 def head(marker: str, auth: tuple[str, str] | None, *extra: str) -> bytes:

@@ -173,10 +173,9 @@ def roomy(
     pki: Path, emulator: Emulator, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Proxy]:
     """A proxy that takes WebSocket messages up to 64 MiB."""
-    p = start_proxy_for(pki, tmp_path_factory.mktemp("roomy"), emulator.port,
-                        limits={"max_websocket_message_mb": 64})  # fmt: skip
-    yield p
-    p.process.stop()
+    with start_proxy_for(pki, tmp_path_factory.mktemp("roomy"), emulator.port,
+                         limits={"max_websocket_message_mb": 64}) as p:  # fmt: skip
+        yield p
 
 
 def test_a_large_frame_within_the_limit_costs_linear_time_and_arrives_whole(roomy: Proxy) -> None:

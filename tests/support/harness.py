@@ -28,6 +28,12 @@ class Emulator:
     def requests(self) -> list[dict[str, Any]]:
         return read_json_lines(self.request_log)
 
+    def __enter__(self) -> Emulator:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.process.stop()
+
 
 def start_emulator(pki: Path, workdir: Path, *flags: str) -> Emulator:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -54,6 +60,12 @@ class Proxy:
     pki: Path
     workdir: Path
     kubeconfigs: dict[str, Path] = field(default_factory=dict)
+
+    def __enter__(self) -> Proxy:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.process.stop()
 
     def kubeconfig(self, user: str, password: str | None = None) -> Path:
         """A kubeconfig for the proxy with Basic credentials, as `kubectl config
@@ -104,6 +116,14 @@ class Proxy:
         """An HTTP/2 connection to the proxy (tests/support/http2.py)."""
         return H2Client(self.port, self.context(), server_name, source,
                         initial_window=initial_window)  # fmt: skip
+
+    def upstream_connections(self, upstream_port: int) -> int:
+        """Established connections from the proxy process to this port, read from `ss`."""
+        out = subprocess.run(
+            ["ss", "-Htnp", "state", "established", "dport", f"= :{upstream_port}"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        return sum(1 for line in out.splitlines() if f"pid={self.process.proc.pid}," in line)
 
     def exchange(self, data: bytes, source: str = "127.0.0.1", timeout: float = 10,
                  until: bytes | None = None) -> bytes:  # fmt: skip
