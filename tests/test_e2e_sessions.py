@@ -293,12 +293,9 @@ def test_flow_comments_name_the_recordings(recorded: Recorded) -> None:
 def test_port_forward_is_counted_not_recorded(recorded: Recorded, protocol: str) -> None:
     before = recorded.casts()
     started = len(recorded.completed("portforward"))
-    proc = subprocess.Popen(
-        [KUBECTL, "--kubeconfig", str(recorded.proxy.kubeconfig("alice")),
-         "port-forward", "pod/nginx-1", ":7"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-        env={**os.environ, **PORT_FORWARD_ENV[protocol]},
-    )  # fmt: skip
+    proc = recorded.proxy.kubectl_running(
+        "port-forward", "pod/nginx-1", ":7", env=PORT_FORWARD_ENV[protocol]
+    )
     try:
         ports = read_forwarded_ports(proc, 1)
         data = os.urandom(256 * 1024)

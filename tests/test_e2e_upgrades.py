@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import struct
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ from tests.emulator import EmulatorServer, spdy, websocket
 from tests.support.api_paths import ATTACH, EXEC, PORTFORWARD
 from tests.support.emulator_pki import kubeadm_config
 from tests.support.harness import Emulator, Proxy
-from tests.support.processes import KUBECTL
 from tests.support.upgrades import (
     PORT_FORWARD_ENV,
     PROTOCOLS,
@@ -187,12 +185,9 @@ def test_cp_to_and_from_a_pod(
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_port_forward(proxy: Proxy, emulator: Emulator, protocol: str) -> None:
     before = len(emulator.requests())
-    proc = subprocess.Popen(
-        [KUBECTL, "--kubeconfig", str(proxy.kubeconfig("alice")),
-         "port-forward", "pod/nginx-1", ":80", ":7"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-        env={**os.environ, **PORT_FORWARD_ENV[protocol]},
-    )  # fmt: skip
+    proc = proxy.kubectl_running(
+        "port-forward", "pod/nginx-1", ":80", ":7", env=PORT_FORWARD_ENV[protocol]
+    )
     try:
         ports = read_forwarded_ports(proc, 2)
         page = talk(ports[80], b"GET / HTTP/1.1\r\nHost: nginx\r\n\r\n")

@@ -23,7 +23,6 @@ import pytest
 
 from tests.support.harness import Emulator, Proxy, start_emulator, start_proxy_for
 from tests.support.kubectl_http import CLIENT_ENV, VERSION, assert_identity
-from tests.support.processes import KUBECTL
 from tests.support.watch_events import resource_version, sent_at
 
 INTERVAL = 0.5
@@ -76,12 +75,9 @@ def test_kubectl_prints_each_event_before_the_next_is_sent(
 ) -> None:
     emulator, proxy = stack
     before = len(emulator.requests())
-    proc = subprocess.Popen(
-        [KUBECTL, "--kubeconfig", str(proxy.kubeconfig("alice")),
-         "get", "pods", "-w", "--output-watch-events", "-o", "json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-        env={**os.environ, **CLIENT_ENV[client]},
-    )  # fmt: skip
+    proc = proxy.kubectl_running(
+        "get", "pods", "-w", "--output-watch-events", "-o", "json", env=CLIENT_ENV[client]
+    )
     try:
         printed = printed_objects(proc, EVENTS, timeout=EVENTS * INTERVAL + 15)
         assert proc.poll() is None  # still watching

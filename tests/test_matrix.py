@@ -160,11 +160,7 @@ def cell(request: pytest.FixtureRequest, stacks: dict[str, Stack]) -> Cell:
 
 
 def popen(cell: Cell, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [KUBECTL, "--kubeconfig", str(cell.stack.proxy.kubeconfig("alice")), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-        env={**os.environ, **cell.env, **(env or {})},
-    )  # fmt: skip
+    return cell.stack.proxy.kubectl_running(*args, env={**cell.env, **(env or {})})
 
 
 def stop(proc: subprocess.Popen[bytes]) -> bytes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 
@@ -10,8 +9,9 @@ import pytest
 from mitmproxy.test import tutils
 
 from kube_front_proxy.streaming import must_stream
+from tests.support.api_paths import PODS
 from tests.support.harness import Emulator, Proxy, start_proxy_for
-from tests.support.processes import KUBECTL, read_until
+from tests.support.processes import read_until
 from tests.support.waiting import wait_until
 
 
@@ -40,11 +40,7 @@ def test_must_stream(headers: dict[str, str], expected: bool) -> None:
 def test_never_ending_responses_reach_kubectl_as_they_arrive(
     proxy: Proxy, args: tuple[str, ...]
 ) -> None:
-    kubeconfig = proxy.kubeconfig("alice")
-    proc = subprocess.Popen(
-        [KUBECTL, "--kubeconfig", str(kubeconfig), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    proc = proxy.kubectl_running(*args)
     try:
         needle = b'"name":"nginx-2"' if "--raw" in args else b"nginx-1 ready"
         read_until(proc, needle, timeout=10)
@@ -59,11 +55,7 @@ def test_idle_timeout_is_the_configured_one(pki: Path, emulator: Emulator, tmp_p
     """A quiet watch lives as long as connections.idle_timeout_seconds, then is closed."""
     proxy = start_proxy_for(pki, tmp_path, emulator.port, connections={"idle_timeout_seconds": 2})
     try:
-        proc = subprocess.Popen(
-            [KUBECTL, "--kubeconfig", str(proxy.kubeconfig("alice")), "get", "--raw",
-             "/api/v1/namespaces/default/pods?watch=true"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+        proc = proxy.kubectl_running("get", "--raw", f"{PODS}?watch=true")
         try:
             read_until(proc, b'"name":"nginx-2"', timeout=10)
             started = time.monotonic()
@@ -79,22 +71,7 @@ def test_idle_timeout_is_the_configured_one(pki: Path, emulator: Emulator, tmp_p
 def test_a_client_that_goes_away_mid_watch_closes_the_upstream(
     proxy: Proxy, emulator: Emulator
 ) -> None:
-    procs = [
-        subprocess.Popen(
-            [
-                KUBECTL,
-                "--kubeconfig",
-                str(proxy.kubeconfig("alice")),
-                "get",
-                "--raw",
-                "/api/v1/namespaces/default/pods?watch=true",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-        )
-        for _ in range(5)
-    ]
+    procs = [proxy.kubectl_running("get", "--raw", f"{PODS}?watch=true") for _ in range(5)]
     try:
         for proc in procs:
             read_until(proc, b'"name":"nginx-2"', timeout=10)

@@ -4,6 +4,7 @@ started as the README says, with kubectl and raw HTTPS clients pointed at the pr
 from __future__ import annotations
 
 import json
+import os
 import socket
 import ssl
 import subprocess
@@ -15,7 +16,7 @@ from typing import Any
 from .configs import proxy_config, read_json_lines, write_kubeconfig, write_yaml
 from .http1 import raw_request, tls_exchange
 from .http2 import H2Client
-from .processes import BIN, REPO, Process, free_port, kubectl
+from .processes import BIN, KUBECTL, REPO, Process, free_port, kubectl
 from .users import password_of, write_users
 
 
@@ -82,6 +83,16 @@ class Proxy:
     def kubectl(self, *args: str, user: str = "alice", password: str | None = None,
                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
         return kubectl(self.kubeconfig(user, password), *args, env=env)
+
+    def kubectl_running(self, *args: str, env: dict[str, str] | None = None
+                        ) -> subprocess.Popen[bytes]:  # fmt: skip
+        """alice's kubectl that does not end by itself (a watch, logs -f, port-forward): read its
+        stdout with processes.read_until, and kill it."""
+        return subprocess.Popen(
+            [KUBECTL, "--kubeconfig", str(self.kubeconfig("alice")), *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+        )  # fmt: skip
 
     def whoami(self, user: str = "alice", password: str | None = None) -> dict[str, Any]:
         result = self.kubectl("auth", "whoami", "-o", "json", user=user, password=password)
