@@ -137,3 +137,19 @@ def test_the_layout_names_every_module_under_its_package() -> None:
     }
     assert sorted(actual - listed) == [], "modules missing from docs/development.md's layout"
     assert sorted(listed - actual) == [], "docs/development.md's layout names modules that are gone"
+
+
+def test_the_tests_layout_names_every_support_module() -> None:
+    """The list of tests/support/ in docs/development.md is where a test author looks for a
+    helper before writing one: a module added, moved or renamed without it fails here."""
+    text = (REPO / "docs" / "development.md").read_text()
+    start = text.index("```\ntests/conftest.py")
+    listed: set[str] = set()
+    for line in text[start : text.index("```", start + 3)].splitlines():
+        if line.startswith("  ") and not line.startswith("   "):
+            listed |= set(re.findall(r"[a-z_0-9]+\.py", line.strip().split("  ")[0]))
+    actual = {p.name for p in (REPO / "tests" / "support").glob("*.py") if p.name != "__init__.py"}
+    assert sorted(actual - listed) == [], "tests/support/ modules missing from docs/development.md"
+    assert sorted(listed - actual) == [], (
+        "docs/development.md names tests/support/ modules that are gone"
+    )
