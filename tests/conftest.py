@@ -52,8 +52,10 @@ def limited(
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def emulator_pki(tmp_path_factory: pytest.TempPathFactory) -> EmulatorPKI:
+    """The in-process emulator's PKI, one per module: EmulatorPKI.write keeps the first
+    certificate written under a name, and modules issue their own under the same names."""
     return make_emulator_pki(tmp_path_factory.mktemp("emulator-pki"))
 
 
